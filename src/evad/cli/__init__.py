@@ -1,0 +1,54 @@
+"""The `evad` command line: parses arguments and hands them to library functions, nothing else.
+
+Each sub-command lives in its own module exposing ``register(subparsers)``, which adds a parser
+whose ``func`` default is the handler. Handlers import heavy dependencies lazily so that
+``evad --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from evad.errors import UserError
+
+# Modules providing `register(subparsers)`, in the order they appear in `evad --help`.
+_COMMAND_MODULES = ("demo", "flops", "evaluate", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="evad", description="Efficient video action detection (EVAD) in PyTorch."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"evad.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"evad.cli.{name}":
+                continue  # command group not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except UserError as err:
+        print(f"evad: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("evad: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
