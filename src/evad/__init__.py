@@ -1,3 +1,15 @@
-"""evad: efficient spatio-temporal video action detection (EVAD, Chen et al., ICCV 2023)."""
+"""evad: efficient spatio-temporal video action detection (EVAD, Chen et al., ICCV 2023).
+
+Quick start::
+
+    import torch, evad
+    model = evad.create_model("vit-b", num_classes=80)     # keep rate 0.7 by default
+    out = model(torch.randn(1, 3, 16, 224, 224), keep_rate=0.7)
+    detections = evad.PostProcess()(out)                    # boxes, person and action scores
+"""
+
+from evad.models import EVAD, PostProcess, build_criterion, create_model, get_config, list_models
 
 __version__ = "0.1.0"
+
+__all__ = ["EVAD", "PostProcess", "__version__", "build_criterion", "create_model", "get_config", "list_models"]

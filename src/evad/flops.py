@@ -1,0 +1,67 @@
+"""FLOPs in the paper's convention (SPEC section 7): one multiply-add is one FLOP.
+
+Counting uses PyTorch's own `torch.utils.flop_counter`, which counts matrix products and
+convolutions (2 per multiply-add; we halve). Attention products are counted whether the explicit
+path or a fused kernel computes them: PyTorch has no formula for the CPU flash kernel, so we add
+one built on its own `sdpa_flop_count`. Like fvcore's defaults used for the paper, normalisation,
+activations, interpolation and RoIAlign's bilinear sampling are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def _cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _custom_formulas() -> dict:
+    formulas = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        formulas[op] = _cpu_flash_attention_flop
+    return formulas
+
+
+@dataclass
+class FlopReport:
+    """Multiply-adds of one forward pass, in GFLOPs (1e9 multiply-adds)."""
+
+    gflops: float
+    backbone_gflops: float
+    tokens: list[int]
+    by_module: dict[str, float]
+
+    def as_dict(self) -> dict:
+        return {"gflops": self.gflops, "backbone_gflops": self.backbone_gflops, "tokens": self.tokens}
+
+
+@torch.no_grad()
+def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | None = None) -> FlopReport:
+    """Count one batch-1 forward pass of `model` on a square clip of side `img_size`.
+
+    The model is put in eval mode for the count and restored afterwards.
+    """
+    frames = model.backbone.num_frames
+    clip = torch.zeros(1, 3, frames, img_size, img_size, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False, custom_mapping=_custom_formulas()) as counter:
+            out = model(clip, keep_rate=keep_rate)
+    finally:
+        model.train(was_training)
+    counts = counter.get_flop_counts()
+    total = sum(counts["Global"].values()) / 2
+    per_module = {
+        name: sum(v.values()) / 2 / 1e9
+        for name, v in counts.items()
+        if name.count(".") == 1 and name != "Global"
+    }
+    backbone = sum(v for name, v in per_module.items() if name.endswith(".backbone")) * 1e9
+    return FlopReport(total / 1e9, backbone / 1e9, list(out["num_tokens"]), per_module)

@@ -1,0 +1,83 @@
+"""Multi-head self-attention with a fused path and an explicit path that can return scores.
+
+The fused path (`F.scaled_dot_product_attention`) is used whenever the attention map is not needed;
+the explicit path is taken only where token pruning needs the post-softmax scores (EVAD Sec. 3.2).
+Parameter layout follows VideoMAE: one `qkv` projection without bias plus separate `q_bias` and
+`v_bias` (the key bias is fixed at zero), so released checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a token sequence.
+
+    Args:
+        dim: Token width.
+        num_heads: Number of heads; `dim` must be divisible by it.
+        qkv_bias: Learn `q_bias` and `v_bias` (VideoMAE style; the key bias stays zero).
+        attn_drop: Dropout on the attention probabilities.
+        proj_drop: Dropout after the output projection.
+        fused: Use `F.scaled_dot_product_attention` when scores are not requested.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused = fused
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        if qkv_bias:
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
+        else:
+            self.register_parameter("q_bias", None)
+            self.register_parameter("v_bias", None)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        B, N, _ = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        # (B, N, 3C) -> (3, B, heads, N, head_dim)
+        qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def forward(self, x: Tensor, return_attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attend over `x` of shape (B, N, C).
+
+        Returns:
+            The attended tokens (B, N, C) and, when `return_attention` is set, the post-softmax
+            attention probabilities (B, heads, N, N) before dropout; otherwise None.
+        """
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        attn = None
+        if self.fused and not return_attention:
+            drop = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+            attn = attn.softmax(dim=-1)
+            x = self.attn_drop(attn) @ v
+        x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
+        return self.proj_drop(self.proj(x)), attn

@@ -1,0 +1,36 @@
+"""Fixed sinusoid position tables (VideoMAE) and their spatial resize."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def sinusoid_table(num_positions: int, dim: int) -> Tensor:
+    """1-D sine-cosine table of shape (num_positions, dim) over a flattened token index.
+
+    Channel 2i holds sin(pos / 10000^(2i/dim)) and channel 2i+1 the matching cosine, as in
+    "Attention is all you need" and VideoMAE. Computed in float64 and returned as float32.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    exponent = 2 * (torch.arange(dim) // 2).to(torch.float64) / dim
+    angles = pos / torch.pow(10000.0, exponent)[None, :]  # (num_positions, dim)
+    angles[:, 0::2] = angles[:, 0::2].sin()
+    angles[:, 1::2] = angles[:, 1::2].cos()
+    return angles.float()
+
+
+def resize_spatial(table: Tensor, grid: tuple[int, int, int], size: tuple[int, int]) -> Tensor:
+    """Resize a (t*h*w, C) table laid out on `grid` = (t, h, w) to (t, *size) in space only.
+
+    Bicubic, align_corners=False, per temporal slice, as the official code does for inputs other
+    than the pre-training resolution. Returns (t * size[0] * size[1], C).
+    """
+    t, h, w = grid
+    if (h, w) == tuple(size):
+        return table
+    C = table.shape[-1]
+    x = table.reshape(t, h, w, C).permute(0, 3, 1, 2)  # (t*h*w, C) -> (t, C, h, w)
+    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    return x.permute(0, 2, 3, 1).reshape(-1, C)  # (t, C, h', w') -> (t*h'*w', C)

@@ -1,0 +1,98 @@
+"""Keyframe-centric token pruning (EVAD Sec. 3.2, Eq. 1) and its ablation variants.
+
+Token sequences are kept in the order ``[keyframe tokens, non-keyframe tokens]``: the first
+``num_keyframe`` tokens always belong to the keyframe's temporal slice and are never dropped
+(except by the "unified" ablation). Every function here works on the current sequence and returns
+positions into it; the caller carries the global (t, h, w) index of each token alongside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+PRUNING_STRATEGIES = ("attention", "random", "cls", "unified")
+
+
+def check_keep_rate(keep_rate: float) -> float:
+    """Return `keep_rate` as float, or raise ValueError if it is outside (0, 1]."""
+    if isinstance(keep_rate, bool) or not isinstance(keep_rate, (int, float)):
+        raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}")
+    if not 0.0 < keep_rate <= 1.0:
+        raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
+    return float(keep_rate)
+
+
+def num_kept_non_keyframe(num_tokens: int, num_keyframe: int, keep_rate: float) -> int:
+    """Non-keyframe tokens that survive one pruning step: ceil(rho * N) - Ns, at least 0.
+
+    Keyframe tokens count against the budget, exactly as in the official implementation, e.g. ViT-B
+    at 224 px and rho = 0.7: 1568 -> 1098 -> 769 -> 539 tokens in total.
+    """
+    return max(math.ceil(keep_rate * num_tokens) - num_keyframe, 0)
+
+
+def keyframe_importance(attn: Tensor, num_keyframe: int, keyframe_weight: float = 1.0) -> Tensor:
+    """Importance of every non-keyframe token, Eq. 1 of the paper.
+
+    s_j = 1/H sum_h 1/N sum_i w_i * A[h, i, j], with w_i = keyframe_weight for keyframe queries
+    (i < num_keyframe) and 1 otherwise; "mean over all N query rows" as in the official code.
+
+    Args:
+        attn: Post-softmax attention (B, heads, N, N) over ``[keyframe, non-keyframe]`` tokens.
+        num_keyframe: Number of leading keyframe tokens Ns.
+        keyframe_weight: w_kf, the keyframe attentiveness enhancement.
+
+    Returns:
+        Scores (B, N - Ns) for the non-keyframe tokens, in sequence order.
+    """
+    N = attn.shape[-2]
+    columns = attn[..., num_keyframe:]  # (B, heads, N, N - Ns)
+    from_keyframe = columns[:, :, :num_keyframe].sum(dim=2)  # (B, heads, N - Ns)
+    from_others = columns[:, :, num_keyframe:].sum(dim=2)
+    per_head = (keyframe_weight * from_keyframe + from_others) / N
+    return per_head.mean(dim=1)
+
+
+def select_tokens(scores: Tensor, num_keep: int, offset: int = 0, prefix: int = 0) -> Tensor:
+    """Positions to keep: the first `prefix` tokens, then the top-`num_keep` scored tokens.
+
+    Args:
+        scores: (B, M) scores of the candidate tokens, which start at sequence position `offset`.
+        num_keep: How many candidates survive (top-k, in descending score order like the
+            official code; the caller keeps their global indices in the same order).
+        offset: Sequence position of the first candidate.
+        prefix: Leading positions always kept (a CLS token and/or the keyframe tokens).
+
+    Returns:
+        (B, prefix + num_keep) positions into the current sequence.
+    """
+    B = scores.shape[0]
+    top = scores.topk(num_keep, dim=1, largest=True, sorted=True).indices + offset  # (B, K)
+    head = torch.arange(prefix, device=scores.device).expand(B, prefix)  # (B, prefix)
+    return torch.cat([head, top], dim=1)
+
+
+def gather_tokens(x: Tensor, positions: Tensor) -> Tensor:
+    """Gather tokens (B, N, C) or indices (B, N) at positions (B, K) along dim 1."""
+    if x.ndim == 2:
+        return x.gather(1, positions)
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def official_token_order(indices: Tensor, num_keyframe: int) -> Tensor:
+    """Reproduce the official scatter quirk for loading released KTP checkpoints.
+
+    The official code keeps non-keyframe tokens in top-k score order but writes them back into the
+    dense map (and takes their decoder position embeddings) in ascending index order, so each
+    kept feature lands at the position of the k-th smallest kept index rather than its own. This
+    returns the indices that make our (otherwise correct) scatter do the same.
+
+    Args:
+        indices: (B, M) global indices in sequence order ``[keyframe, non-keyframe]``.
+        num_keyframe: Number of leading keyframe tokens, which the quirk leaves alone.
+    """
+    keyframe, others = indices[:, :num_keyframe], indices[:, num_keyframe:]
+    return torch.cat([keyframe, others.sort(dim=1).values], dim=1)

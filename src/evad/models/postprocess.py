@@ -1,0 +1,65 @@
+"""Prediction dict -> per-keyframe `Detections` (SPEC sections 3 and 8b)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from evad.structures.detections import Detections
+
+
+class PostProcess:
+    """Turns the detector's prediction dict into detections on each keyframe.
+
+    Person probability is the softmax of the last localization stage; proposals with probability
+    >= `person_threshold` are kept (all of them if none passes); no NMS is applied, as in the
+    official model. Action scores are the sigmoid of the last decoder block, not multiplied by the
+    person score. Boxes are clipped to [0, W-1] x [0, H-1] of the unpadded input, rescaled to the
+    target (original) frame size and clamped to it.
+
+    Args:
+        person_threshold: Minimum person probability (0.7).
+        keep_all_if_none: Keep every proposal of a keyframe where none passes the threshold.
+    """
+
+    def __init__(self, person_threshold: float = 0.7, keep_all_if_none: bool = True) -> None:
+        if not 0.0 <= person_threshold <= 1.0:
+            raise ValueError(f"person_threshold must be in [0, 1], got {person_threshold}")
+        self.person_threshold = person_threshold
+        self.keep_all_if_none = keep_all_if_none
+
+    @torch.no_grad()
+    def __call__(
+        self, outputs: dict, target_sizes: Tensor | Sequence[Sequence[int]] | None = None
+    ) -> list[Detections]:
+        """Post-process a batch.
+
+        Args:
+            outputs: The detector's prediction dict (`pred_logits`, `pred_boxes`, `action_logits`,
+                `image_sizes`).
+            target_sizes: (B, 2) original (height, width) per clip; defaults to the input size.
+        """
+        person = outputs["pred_logits"].softmax(-1)[..., 0]  # (B, Q)
+        actions = outputs["action_logits"].sigmoid()  # (B, Q, K)
+        boxes = outputs["pred_boxes"]
+        in_sizes = outputs["image_sizes"].to(boxes.dtype)
+        if target_sizes is None:
+            target_sizes = in_sizes
+        target_sizes = torch.as_tensor(target_sizes, dtype=boxes.dtype, device=boxes.device)
+        results = []
+        for b in range(boxes.shape[0]):
+            h, w = in_sizes[b].tolist()
+            th, tw = target_sizes[b].tolist()
+            keep = person[b] >= self.person_threshold
+            if not keep.any() and self.keep_all_if_none:
+                keep = torch.ones_like(keep)
+            idx = keep.nonzero().squeeze(1)
+            box = boxes[b, idx].clone()
+            box[:, 0::2] = box[:, 0::2].clamp(0, w - 1) * (tw / w)
+            box[:, 1::2] = box[:, 1::2].clamp(0, h - 1) * (th / h)
+            box[:, 0::2] = box[:, 0::2].clamp(0, tw)
+            box[:, 1::2] = box[:, 1::2].clamp(0, th)
+            results.append(Detections(box, person[b, idx], actions[b, idx], idx, (int(th), int(tw))))
+        return results

@@ -1,0 +1,241 @@
+"""VideoMAE-style plain video ViT with keyframe-centric token pruning (EVAD Sec. 3.2, SPEC section 2).
+
+A clip (B, 3, T, H, W) is cut into 2x16x16 tubelets, giving t = T/2 temporal slices of h x w tokens.
+The keyframe slice is t // 2 (input frames 8 and 9 of 16). Tokens are reordered so the keyframe
+slice comes first; at the pruning layers the least important non-keyframe tokens are dropped, and
+the global (t, h, w) index of every surviving token is carried along so the classification branch
+can put them back in place. Keyframe feature maps are tapped at fixed layers for localization.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from evad.layers.block import Block, LayerNorm
+from evad.layers.mlp import drop_path_rates
+from evad.layers.pos_embed import resize_spatial, sinusoid_table
+from evad.layers.token_pruning import (
+    PRUNING_STRATEGIES,
+    check_keep_rate,
+    gather_tokens,
+    keyframe_importance,
+    num_kept_non_keyframe,
+    select_tokens,
+)
+
+
+@dataclass
+class BackboneOutput:
+    """What the backbone hands to the heads.
+
+    Attributes:
+        tokens: Surviving tokens after the final norm, (B, M, C), ordered
+            ``[keyframe tokens, kept non-keyframe tokens]`` (for the "unified" ablation: any order).
+        indices: Global flat index t*h*w + y*w + x of every surviving token, (B, M).
+        keyframe_maps: Keyframe feature maps (B, C, h, w) at the end of each tap layer, before the
+            final norm.
+        grid: Token grid (t, h, w) of the clip.
+        num_tokens: Token count entering the first block and after each pruning layer.
+    """
+
+    tokens: Tensor
+    indices: Tensor
+    keyframe_maps: list[Tensor]
+    grid: tuple[int, int, int]
+    num_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def num_keyframe(self) -> int:
+        return self.grid[1] * self.grid[2]
+
+
+class VideoViT(nn.Module):
+    """Plain video ViT with keyframe-centric token pruning.
+
+    Args:
+        embed_dim: Token width C.
+        depth: Number of blocks.
+        num_heads: Attention heads per block.
+        mlp_ratio: MLP hidden width as a multiple of C.
+        patch_size: Spatial tubelet size (16).
+        tubelet_size: Temporal tubelet size (2).
+        num_frames: Input frames T the model takes (16).
+        pretrain_img_size: Square size the position table is laid out for (224 -> 14 x 14).
+        drop_path_rate: Stochastic depth at the last block, rising linearly from 0.
+        prune_layers: 0-based blocks that prune tokens after their attention.
+        tap_layers: 0-based blocks whose output keyframe map feeds the localization branch.
+        keep_rate: Default token keep rate rho (overridable per call).
+        keyframe_weight: w_kf, weight of keyframe queries in the importance score (Eq. 1).
+        pruning: "attention" (Eq. 1, default), "random" (random non-keyframe tokens dropped before
+            the encoder), "cls" (a learnable CLS token's attention ranks tokens), or "unified"
+            (keyframe tokens are pruned like any other).
+        fused_attention: Use the fused attention kernel in blocks that do not prune.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        num_frames: int = 16,
+        pretrain_img_size: int = 224,
+        drop_path_rate: float = 0.1,
+        prune_layers: Sequence[int] = (3, 6, 9),
+        tap_layers: Sequence[int] = (2, 5, 8, 11),
+        keep_rate: float = 1.0,
+        keyframe_weight: float = 1.0,
+        pruning: str = "attention",
+        fused_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if pruning not in PRUNING_STRATEGIES:
+            raise ValueError(f"pruning must be one of {PRUNING_STRATEGIES}, got {pruning!r}")
+        if num_frames % tubelet_size:
+            raise ValueError(f"num_frames={num_frames} must be a multiple of tubelet_size={tubelet_size}")
+        for name, layers in (("prune_layers", prune_layers), ("tap_layers", tap_layers)):
+            if any(not 0 <= i < depth for i in layers):
+                raise ValueError(f"{name} must lie in [0, {depth}), got {list(layers)}")
+        self.embed_dim = embed_dim
+        self.patch_size = patch_size
+        self.tubelet_size = tubelet_size
+        self.num_frames = num_frames
+        self.prune_layers = tuple(sorted(prune_layers))
+        self.tap_layers = tuple(tap_layers)
+        self.keep_rate = check_keep_rate(keep_rate)
+        self.keyframe_weight = float(keyframe_weight)
+        self.pruning = pruning
+
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv3d(
+            3,
+            embed_dim,
+            kernel_size=(tubelet_size, patch_size, patch_size),
+            stride=(tubelet_size, patch_size, patch_size),
+        )
+        grid = pretrain_img_size // patch_size
+        self.table_grid = (num_frames // tubelet_size, grid, grid)
+        table = sinusoid_table(self.table_grid[0] * grid * grid, embed_dim)
+        self.register_buffer("pos_table", table, persistent=False)
+        if pruning == "cls":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+        rates = drop_path_rates(drop_path_rate, depth)
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=r, fused_attention=fused_attention
+            )
+            for r in rates
+        )
+        self.norm = LayerNorm(embed_dim)
+        self.apply(_init_weights)
+
+    def check_input(self, clips: Tensor) -> None:
+        """Raise ValueError unless `clips` is (B, 3, num_frames, H, W) with H, W divisible by 16."""
+        if clips.ndim != 5 or clips.shape[1] != 3:
+            raise ValueError(f"clips must have shape (B, 3, T, H, W), got {tuple(clips.shape)}")
+        T, H, W = clips.shape[2:]
+        if T != self.num_frames:
+            raise ValueError(f"clips must have T={self.num_frames} frames for this model, got T={T}")
+        p = self.patch_size
+        if H % p or W % p or H == 0 or W == 0:
+            raise ValueError(f"clip height and width must be positive multiples of {p}, got H={H}, W={W}")
+
+    def position_table(self, h: int, w: int) -> Tensor:
+        """The (t*h*w, C) position table for an h x w token grid (bicubic resize in space)."""
+        return resize_spatial(self.pos_table, self.table_grid, (h, w))
+
+    def forward(self, clips: Tensor, keep_rate: float | None = None) -> BackboneOutput:
+        """Encode clips (B, 3, T, H, W), pruning tokens at `keep_rate` (default: the model's)."""
+        self.check_input(clips)
+        rho = self.keep_rate if keep_rate is None else check_keep_rate(keep_rate)
+        x = self.patch_embed.proj(clips)  # (B, C, t, h, w)
+        B, _, t, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, C, t, h, w) -> (B, t*h*w, C)
+        x = x + self.position_table(h, w).to(x.dtype)
+
+        ns = h * w
+        key = t // 2
+        # Keyframe slice first, then the other slices in temporal order (official layout).
+        order = torch.cat(
+            [
+                torch.arange(key * ns, (key + 1) * ns),
+                torch.arange(0, key * ns),
+                torch.arange((key + 1) * ns, t * ns),
+            ]
+        ).to(x.device)
+        x = x[:, order]
+        indices = order.expand(B, -1)
+        num_tokens = [x.shape[1]]
+
+        if self.pruning == "random" and rho < 1:
+            keep = num_kept_non_keyframe(x.shape[1], ns, rho)
+            scores = torch.rand(B, x.shape[1] - ns, device=x.device)
+            positions = select_tokens(scores, keep, offset=ns, prefix=ns)
+            x, indices = gather_tokens(x, positions), gather_tokens(indices, positions)
+            num_tokens.append(x.shape[1])
+
+        prefix = 0
+        if self.pruning == "cls":
+            x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)
+            prefix = 1
+
+        keyframe_maps = []
+        for i, block in enumerate(self.blocks):
+            prune = rho < 1 and i in self.prune_layers and self.pruning != "random"
+            x, attn = block.attend(x, return_attention=prune)
+            if prune:
+                positions = self._positions_to_keep(attn, ns, rho, prefix)
+                x = gather_tokens(x, positions)
+                indices = gather_tokens(indices, positions[:, prefix:] - prefix)
+                num_tokens.append(indices.shape[1])
+            x = block.feed_forward(x)
+            if i in self.tap_layers:
+                keyframe_maps.append(self._keyframe_map(x[:, prefix:], indices, (t, h, w)))
+
+        x = self.norm(x)[:, prefix:]
+        return BackboneOutput(x, indices, keyframe_maps, (t, h, w), num_tokens)
+
+    def _positions_to_keep(self, attn: Tensor, ns: int, rho: float, prefix: int) -> Tensor:
+        """Sequence positions surviving one pruning step, given attention (B, heads, N, N)."""
+        n = attn.shape[-1] - prefix
+        if self.pruning == "unified":
+            scores = attn.mean(dim=1).mean(dim=1)  # (B, N): every token is a candidate
+            return select_tokens(scores, max(1, math.ceil(rho * n)))
+        keep = num_kept_non_keyframe(n, ns, rho)
+        if self.pruning == "cls":
+            scores = attn[:, :, 0, prefix + ns :].mean(dim=1)  # CLS query row -> (B, N - Ns)
+        else:
+            scores = keyframe_importance(attn, ns, self.keyframe_weight)
+        return select_tokens(scores, keep, offset=prefix + ns, prefix=prefix + ns)
+
+    def _keyframe_map(self, x: Tensor, indices: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """(B, C, h, w) keyframe map from tokens (B, M, C) with global indices (B, M)."""
+        t, h, w = grid
+        B, _, C = x.shape
+        ns = h * w
+        if self.pruning != "unified":
+            return x[:, :ns].transpose(1, 2).reshape(B, C, h, w)  # (B, h*w, C) -> (B, C, h, w)
+        # Unified pruning may have dropped keyframe tokens: scatter the survivors, zeros elsewhere.
+        local = indices - (t // 2) * ns
+        local = torch.where((local >= 0) & (local < ns), local, ns)  # others go to a spill row
+        out = x.new_zeros(B, ns + 1, C).scatter(1, local.unsqueeze(-1).expand(-1, -1, C), x)
+        return out[:, :ns].transpose(1, 2).reshape(B, C, h, w)  # (B, h*w, C) -> (B, C, h, w)
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
