@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from evad.errors import UserError
 
 # Modules providing `register(subparsers)`, in the order they appear in `evad --help`.
-_COMMAND_MODULES = ("demo", "flops", "evaluate", "data")
+_COMMAND_MODULES = ("demo", "flops")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"evad.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"evad.cli.{name}":
-                continue  # command group not part of this build
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"evad.cli.{name}").register(subparsers)
     return parser
 
 

@@ -1,0 +1,66 @@
+"""`evad flops`: multiply-adds of the whole detector in the paper's convention."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from evad.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "flops",
+        help="count GFLOPs (multiply-adds) of one batch-1 forward pass",
+        description="Count GFLOPs as the paper does: one multiply-add = one FLOP, attention matmuls "
+        "included, batch 1, square input. --table compares every setting the paper reports.",
+    )
+    parser.add_argument("--model", default="vit-b", help="model preset (default: vit-b)")
+    parser.add_argument("--img-size", type=int, default=224, help="square input side in pixels")
+    parser.add_argument("--keep-rate", type=float, default=None, help="token keep rate (default: preset's)")
+    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--table", action="store_true", help="print the paper comparison as Markdown")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from evad.flops import PAPER_GFLOPS, count_flops
+    from evad.models import create_model
+
+    if args.table:
+        print(paper_table(PAPER_GFLOPS, count_flops, create_model))
+        return 0
+    try:
+        model = create_model(args.model, num_classes=args.num_classes)
+        report = count_flops(model, args.img_size, args.keep_rate)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        rho = model.backbone.keep_rate if args.keep_rate is None else args.keep_rate
+        print(f"{args.model} {args.img_size}x{args.img_size} keep_rate={rho}: {report.gflops:.1f} GFLOPs")
+        for name, value in report.by_module.items():
+            print(f"  {name.split('.')[-1]:<16}{value:8.2f}")
+        print(f"  tokens          {' -> '.join(map(str, report.tokens))}")
+    return 0
+
+
+def paper_table(paper: dict, count_flops, create_model) -> str:
+    """Markdown table of measured vs paper GFLOPs for every setting in `paper`."""
+    from tqdm import tqdm
+
+    rows = [
+        "| model | input | keep rate | GFLOPs (evad) | GFLOPs (paper) | diff | tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    jobs = [(name, size, rho, ref) for (name, size), refs in paper.items() for rho, ref in refs.items()]
+    models = {}
+    for name, size, rho, ref in tqdm(jobs, desc="counting", leave=False):
+        model = models.setdefault(name, create_model(name))
+        report = count_flops(model, size, rho)
+        diff = 100 * (report.gflops - ref) / ref
+        tokens = " → ".join(map(str, report.tokens))
+        rows.append(f"| {name} | {size} | {rho} | {report.gflops:.1f} | {ref} | {diff:+.2f}% | {tokens} |")
+    return "\n".join(rows)

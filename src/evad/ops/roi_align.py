@@ -1,0 +1,308 @@
+"""RoIAlign in plain PyTorch, with torchvision's compiled kernel as the fast path, and the FPN pooler.
+
+The localization branch pools 7x7 features per proposal from the FPN level chosen by the box size
+(SPEC section 3), with torchvision's ``roi_align(aligned=True)``, sampling ratio 2 (section 8b).
+torchvision's compiled ops are not always loadable (CPU-only torch builds), so `roi_align`
+re-implements the reference kernel exactly and uses torchvision only where it runs.
+
+Conventions: feature maps are ``(N, C, H, W)``; RoIs are ``(K, 5)`` rows
+``(batch_index, x1, y1, x2, y2)`` in input-image pixels, mapped to the feature map by
+``spatial_scale``. With ``aligned=True`` a pixel's centre sits at ``+0.5`` (half-pixel offset);
+with ``aligned=False`` (legacy) a RoI is at least 1x1 feature cells.
+
+How the pure-PyTorch path is vectorised: each output cell averages ``gh x gw`` bilinear samples and
+each sample reads 2 rows x 2 columns, with weights that factorise into a row weight times a column
+weight (the out-of-range rule also factorises). So per RoI we compute ``2 * gh`` row indices and
+weights for every output row and ``2 * gw`` column indices and weights for every output column,
+gather the ``(2 gh) x (2 gw)`` feature values of every output cell in one ``index_select``, and
+average them with the outer product of the weights in one weighted sum. All RoIs with the same
+grid size go through one such pass: all of them when ``sampling_ratio > 0``, one group per distinct
+``(gh, gw)`` for the adaptive grid.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+# Most feature values gathered at once (256 MiB in float32); larger batches of RoIs are split.
+_MAX_GATHERED = 2**26
+
+
+@functools.cache
+def _torchvision_ops() -> ModuleType | None:
+    """``torchvision.ops`` if it imports and its compiled kernels run, else None (checked once)."""
+    try:
+        import torchvision.ops as tv_ops
+
+        tv_ops.roi_align(torch.zeros(1, 1, 2, 2), torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]]), 1)
+        tv_ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    except Exception:  # any failure (missing package, ABI mismatch, missing kernel) means "not usable"
+        return None
+    return tv_ops
+
+
+def torchvision_available() -> bool:
+    """Whether torchvision's compiled RoIAlign and NMS kernels can be used in this environment."""
+    return _torchvision_ops() is not None
+
+
+def resolve_torchvision(use_torchvision: bool | None) -> ModuleType | None:
+    """The ``torchvision.ops`` module to dispatch to, or None for the pure-PyTorch path.
+
+    Args:
+        use_torchvision: True requires torchvision (``RuntimeError`` if it cannot be used), False
+            forces the pure-PyTorch path, None uses torchvision when available.
+    """
+    if use_torchvision is False:
+        return None
+    tv_ops = _torchvision_ops()
+    if use_torchvision and tv_ops is None:
+        raise RuntimeError("use_torchvision=True but torchvision's compiled ops cannot be loaded")
+    return tv_ops
+
+
+def roi_align(
+    input: Tensor,
+    rois: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    use_torchvision: bool | None = None,
+) -> Tensor:
+    """Pools a fixed-size feature grid per RoI by averaging bilinear samples (Mask R-CNN RoIAlign).
+
+    Same results as ``torchvision.ops.roi_align``: RoI corners are scaled by ``spatial_scale`` (and
+    shifted by -0.5 when ``aligned``), the RoI is split into ``output_size`` bins, and each bin
+    averages a ``gh x gw`` grid of evenly spaced samples, where ``gh = gw = sampling_ratio`` if
+    positive, else ``ceil(roi_height / out_h)`` and ``ceil(roi_width / out_w)`` per RoI. A sample
+    more than one cell outside the map (``y < -1`` or ``y > H``, same for ``x``) contributes 0;
+    otherwise negative coordinates are clamped to 0 and coordinates past the last row or column
+    read that row or column.
+
+    Differentiable with respect to ``input`` only; like torchvision, no gradient reaches ``rois``.
+
+    Args:
+        input: ``(N, C, H, W)`` feature maps, any floating dtype and device.
+        rois: ``(K, 5)`` rows ``(batch_index, x1, y1, x2, y2)`` in the coordinates that
+            ``spatial_scale`` maps onto ``input`` (e.g. image pixels with scale 1 / stride).
+        output_size: ``out_h`` and ``out_w``, or one int for both.
+        spatial_scale: Factor from RoI coordinates to feature-map cells.
+        sampling_ratio: Samples per bin along each axis; ``<= 0`` picks it per RoI adaptively.
+        aligned: Shift RoIs by half a pixel so that pixel centres line up (detectron2 ROIAlignV2);
+            when False, RoIs are enlarged to at least 1x1 cell.
+        use_torchvision: True forces torchvision's kernel, False the pure-PyTorch path, None uses
+            torchvision when its compiled ops are available.
+
+    Returns:
+        ``(K, C, out_h, out_w)`` pooled features in ``input``'s dtype.
+    """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    if input.dim() != 4 or rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(
+            f"roi_align expects input (N, C, H, W) and rois (K, 5), got {tuple(input.shape)} "
+            f"and {tuple(rois.shape)}"
+        )
+    tv_ops = resolve_torchvision(use_torchvision)
+    if tv_ops is not None:
+        # The compiled kernel reads rois in the input's dtype; run half precision in float32 (as
+        # torchvision's autocast rule does) so that box corners are not rounded to bf16/fp16.
+        compute_dtype = torch.promote_types(input.dtype, torch.float32)
+        return tv_ops.roi_align(
+            input.to(compute_dtype),
+            rois.to(compute_dtype),
+            (out_h, out_w),
+            spatial_scale,
+            sampling_ratio,
+            aligned,
+        ).to(input.dtype)
+
+    num_rois, channels = rois.shape[0], input.shape[1]
+    # Geometry in at least float32: bf16/fp16 coordinates would misplace samples by whole cells.
+    geometry_dtype = torch.promote_types(input.dtype, torch.float32)
+    rois = rois.detach().to(geometry_dtype)
+    offset = 0.5 if aligned else 0.0
+    start = rois[:, 1:] * spatial_scale - offset  # (K, 4): x1, y1, x2, y2 in feature cells
+    roi_w = start[:, 2] - start[:, 0]
+    roi_h = start[:, 3] - start[:, 1]
+    if not aligned:
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+
+    if sampling_ratio > 0 or num_rois == 0:
+        # One pass over all RoIs; with none it still returns an empty output attached to the graph.
+        grid = max(sampling_ratio, 1)
+        groups = [(grid, grid, torch.arange(num_rois, device=rois.device))]
+    else:
+        # A negative RoI size (aligned, x2 < x1) gives an empty grid and a zero output, as in the
+        # reference kernel.
+        grid_h, grid_w = torch.ceil(roi_h / out_h), torch.ceil(roi_w / out_w)
+        grid_sizes = torch.stack((grid_h, grid_w), dim=1).clamp(min=0).long()  # (K, 2)
+        groups = [
+            (gh, gw, (grid_sizes == grid_sizes.new_tensor([gh, gw])).all(dim=1).nonzero().squeeze(1))
+            for gh, gw in grid_sizes.unique(dim=0).tolist()
+        ]
+
+    # Channels last so that one index_select row is one sample's C values.
+    height, width = input.shape[-2:]
+    table = input.permute(0, 2, 3, 1).reshape(-1, channels)  # (N, C, H, W) -> (N*H*W, C)
+    batch_offset = rois[:, 0].long() * (height * width)  # (K,)
+
+    pooled, order = [], []
+    for gh, gw, members in groups:
+        # Bound the gathered tensor: with the adaptive grid a large RoI has thousands of samples.
+        samples_per_roi = out_h * out_w * 4 * gh * gw * channels
+        for chunk in members.split(max(1, _MAX_GATHERED // max(samples_per_roi, 1))):
+            row_index, row_weight = _axis_samples(start[chunk, 1], roi_h[chunk], out_h, gh, height)
+            col_index, col_weight = _axis_samples(start[chunk, 0], roi_w[chunk], out_w, gw, width)
+            # (G, out_h, 1, 2gh, 1) + (G, 1, out_w, 1, 2gw) -> (G, out_h, out_w, 2gh, 2gw): the samples
+            # of one output cell are adjacent, so one weighted sum averages them. It is elementwise on
+            # purpose: FLOP counters then treat RoIAlign as data movement, as fvcore (the paper's
+            # counter) does, instead of counting a data-dependent matmul.
+            flat_index = (
+                batch_offset[chunk, None, None, None, None]
+                + row_index[:, :, None, :, None] * width
+                + col_index[:, None, :, None, :]
+            )
+            weight = row_weight[:, :, None, :, None] * col_weight[:, None, :, None, :]
+            cells = len(chunk) * out_h * out_w
+            values = table.index_select(0, flat_index.reshape(-1))  # (G*out_h*out_w*2gh*2gw, C)
+            values = values.view(cells, 4 * gh * gw, channels)  # -> (G*out_h*out_w, 4*gh*gw, C)
+            weight = weight.to(input.dtype).view(cells, 4 * gh * gw, 1)
+            pooled_cells = (values * weight).sum(dim=1)  # (G*out_h*out_w, C)
+            # (G*out_h*out_w, C) -> (G, out_h, out_w, C) -> (G, C, out_h, out_w)
+            pooled.append(pooled_cells.view(-1, out_h, out_w, channels).permute(0, 3, 1, 2))
+            order.append(chunk)
+    if len(pooled) == 1:
+        return pooled[0].contiguous()
+    # Chunks come out grouped by grid size; put the RoIs back in input order.
+    return torch.cat(pooled)[torch.cat(order).argsort()].contiguous()
+
+
+def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:
+    """Cell indices and weights of the bilinear samples of one axis (rows or columns).
+
+    Args:
+        start: ``(G,)`` RoI start along the axis, in feature cells.
+        length: ``(G,)`` RoI length along the axis, in feature cells.
+        bins: Output bins along the axis.
+        grid: Samples per bin along the axis.
+        size: Feature-map length along the axis.
+
+    Returns:
+        ``(index, weight)``, both ``(G, bins, 2 * grid)``: for each bin, the low and high cell of
+        each sample and their interpolation weights, already divided by ``grid`` so that the
+        product of the row and column weights summed over a bin is the average over its samples.
+    """
+    bin_size = length / bins  # (G,)
+    # Same expression order as the reference kernel, so that float32 sample positions match it.
+    bin_index = torch.arange(bins, device=start.device, dtype=start.dtype)
+    sample_index = torch.arange(grid, device=start.device, dtype=start.dtype) + 0.5
+    # (G, 1, 1) + (1, bins, 1) * (G, 1, 1) + (1, 1, grid) * (G, 1, 1) -> (G, bins, grid)
+    coord = (
+        start[:, None, None]
+        + bin_index[None, :, None] * bin_size[:, None, None]
+        + sample_index[None, None, :] * bin_size[:, None, None] / grid
+    )
+    inside = ((coord >= -1.0) & (coord <= size)).to(coord.dtype)
+    coord = coord.clamp(min=0.0)
+    low = coord.floor().clamp(max=size - 1)
+    # Past the last cell both corners are that cell, so it gets all the weight.
+    high = (low + 1).clamp(max=size - 1)
+    frac = coord - low
+    index = torch.stack((low, high), dim=-1).long()  # (G, bins, grid, 2)
+    weight = torch.stack((1.0 - frac, frac), dim=-1) * (inside / grid)[..., None]
+    # (G, bins, grid, 2) -> (G, bins, 2 * grid)
+    return index.flatten(2), weight.flatten(2)
+
+
+def assign_fpn_levels(
+    boxes: Tensor,
+    min_level: int = 2,
+    max_level: int = 5,
+    canonical_box_size: int = 224,
+    canonical_level: int = 4,
+) -> Tensor:
+    """FPN level per box: ``floor(canonical_level + log2(sqrt(area) / canonical_box_size + 1e-8))``.
+
+    The rule of Lin et al. (FPN, eq. 1) as detectron2 writes it, clamped to
+    ``[min_level, max_level]``. It is applied to the boxes as given, not clipped to the image
+    (SPEC section 8b).
+
+    Args:
+        boxes: ``(K, 4)`` xyxy boxes in input-image pixels.
+        min_level: Finest level (stride ``2 ** min_level``).
+        max_level: Coarsest level.
+        canonical_box_size: Box side that maps to ``canonical_level``.
+        canonical_level: Level of a ``canonical_box_size`` square box.
+
+    Returns:
+        ``(K,)`` long levels.
+    """
+    size = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    levels = torch.floor(canonical_level + torch.log2(size / canonical_box_size + 1e-8))
+    return levels.clamp(min=min_level, max=max_level).long()
+
+
+def multi_scale_roi_align(
+    features: Sequence[Tensor],
+    boxes: Sequence[Tensor],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+    min_level: int = 2,
+    canonical_box_size: int = 224,
+    canonical_level: int = 4,
+    use_torchvision: bool | None = None,
+) -> Tensor:
+    """Pools every box from the FPN level its size selects (detectron2's ``ROIPooler``).
+
+    Args:
+        features: One ``(B, C, H_l, W_l)`` map per level, finest first; ``features[i]`` is level
+            ``min_level + i`` with stride ``2 ** (min_level + i)`` input pixels.
+        boxes: One ``(K_i, 4)`` tensor of xyxy input-pixel boxes per image (``len(boxes) == B``).
+        output_size: ``out_h`` and ``out_w``, or one int for both.
+        sampling_ratio: Samples per bin along each axis (see `roi_align`).
+        aligned: Half-pixel alignment (see `roi_align`).
+        min_level: Level of ``features[0]``; the coarsest is ``min_level + len(features) - 1``.
+        canonical_box_size: See `assign_fpn_levels`.
+        canonical_level: See `assign_fpn_levels`.
+        use_torchvision: See `roi_align`.
+
+    Returns:
+        ``(sum K_i, C, out_h, out_w)`` pooled features, image by image and box by box within an
+        image.
+    """
+    if len(boxes) != features[0].shape[0]:
+        raise ValueError(f"got boxes for {len(boxes)} images but features for {features[0].shape[0]}")
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    all_boxes = torch.cat(list(boxes))  # (sum K_i, 4)
+    batch_index = torch.cat(
+        [all_boxes.new_full((len(image_boxes),), i) for i, image_boxes in enumerate(boxes)]
+    )
+    rois = torch.cat((batch_index[:, None], all_boxes), dim=1)  # (sum K_i, 5)
+    max_level = min_level + len(features) - 1
+    levels = assign_fpn_levels(all_boxes, min_level, max_level, canonical_box_size, canonical_level)
+
+    reference = features[0]
+    pooled = reference.new_zeros(len(rois), reference.shape[1], out_h, out_w)
+    for i, feature in enumerate(features):
+        level = min_level + i
+        # Levels without boxes still go through roi_align, so that the output stays in the graph.
+        members = (levels == level).nonzero().squeeze(1)
+        level_pooled = roi_align(
+            feature,
+            rois[members],
+            (out_h, out_w),
+            spatial_scale=1.0 / 2**level,
+            sampling_ratio=sampling_ratio,
+            aligned=aligned,
+            use_torchvision=use_torchvision,
+        )
+        pooled = pooled.index_put((members,), level_pooled)
+    return pooled
