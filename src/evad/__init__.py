@@ -12,4 +12,12 @@ from evad.models import EVAD, PostProcess, build_criterion, create_model, get_co
 
 __version__ = "0.1.0"
 
-__all__ = ["EVAD", "PostProcess", "__version__", "build_criterion", "create_model", "get_config", "list_models"]
+__all__ = [
+    "EVAD",
+    "PostProcess",
+    "__version__",
+    "build_criterion",
+    "create_model",
+    "get_config",
+    "list_models",
+]

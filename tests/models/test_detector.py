@@ -1,0 +1,116 @@
+"""The assembled detector: output contract, learning on one batch, gradients, post-processing."""
+
+import pytest
+import torch
+
+import evad
+from evad.models import build_criterion, build_postprocess, get_config
+from evad.models.heads.classification import extend_boxes
+
+NUM_CLASSES = 5
+
+
+def _batch():
+    torch.manual_seed(0)
+    clips = torch.randn(2, 3, 16, 64, 64)
+    targets = [
+        {"boxes": torch.tensor([[10.0, 8.0, 40.0, 60.0]]), "labels": torch.tensor([[1.0, 0, 1, 0, 0]])},
+        {
+            "boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0], [30.0, 20.0, 60.0, 62.0]]),
+            "labels": torch.tensor([[0.0, 1, 0, 0, 0], [0, 0, 0, 1, 1]]),
+        },
+    ]
+    return clips, targets
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_returns_the_same_prediction_dict_in_both_modes(training):
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).train(training)
+    clips, _ = _batch()
+    with torch.set_grad_enabled(training):
+        out = model(clips, image_sizes=torch.tensor([[64, 64], [48, 64]]), keep_rate=0.7)
+    Q = 10
+    assert out["pred_logits"].shape == (2, Q, 2)
+    assert out["pred_boxes"].shape == (2, Q, 4)
+    assert out["action_logits"].shape == (2, Q, NUM_CLASSES)
+    assert len(out["aux_outputs"]) == 1 and out["aux_outputs"][0]["pred_boxes"].shape == (2, Q, 4)
+    assert len(out["aux_action_logits"]) == 1
+    assert out["kept_indices"].shape == (2, out["num_tokens"][-1])
+    assert out["num_tokens"] == [128, 90, 63, 45]
+    assert out["image_sizes"].tolist() == [[64.0, 64.0], [48.0, 64.0]]
+
+
+def test_tiny_detector_overfits_one_batch():
+    clips, targets = _batch()
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES)
+    criterion = build_criterion(get_config("tiny", num_classes=NUM_CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    history = []
+    for _ in range(25):
+        loss = criterion.weighted_total(criterion(model(clips), targets))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    assert history[-1] < 0.4 * history[0], history
+
+
+def test_every_parameter_receives_a_gradient():
+    clips, targets = _batch()
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES)
+    criterion = build_criterion(get_config("tiny", num_classes=NUM_CLASSES))
+    criterion.weighted_total(criterion(model(clips), targets)).backward()
+    missing = {n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0}
+    # Boxes in a 64 px clip are far below the canonical 224 px, so every RoI is pooled from p2
+    # (SPEC section 3); the p3-p5 output convolutions only learn on larger inputs.
+    assert missing == {f"fpn.fpn_output{lvl}.{p}" for lvl in (3, 4, 5) for p in ("weight", "bias")}
+
+
+def test_linear_baseline_head():
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES, action_head="linear").eval()
+    with torch.no_grad():
+        out = model(_batch()[0])
+    assert out["action_logits"].shape == (2, 10, NUM_CLASSES)
+    assert out["aux_action_logits"] == []
+
+
+def test_official_token_order_changes_only_the_action_logits():
+    torch.manual_seed(0)
+    ours = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    compat = evad.create_model("tiny", num_classes=NUM_CLASSES, official_token_order=True).eval()
+    compat.load_state_dict(ours.state_dict())
+    clips = _batch()[0]
+    with torch.no_grad():
+        a, b = ours(clips), compat(clips)
+        c, d = ours(clips, keep_rate=1.0), compat(clips, keep_rate=1.0)
+    torch.testing.assert_close(a["pred_boxes"], b["pred_boxes"])
+    torch.testing.assert_close(a["pred_logits"], b["pred_logits"])
+    assert not torch.allclose(a["action_logits"], b["action_logits"])
+    torch.testing.assert_close(c["action_logits"], d["action_logits"])  # nothing pruned, nothing moved
+
+
+def test_roi_extension_grows_boxes_and_clips_to_the_image():
+    boxes = torch.tensor([[[10.0, 10.0, 19.0, 29.0], [0.0, 0.0, 63.0, 63.0]]])
+    out = extend_boxes(boxes, (0.4, 0.2), torch.tensor([[64.0, 64.0]]))
+    # width 10 (+1 rule) -> 2 px each side; height 20 -> 2 px each side.
+    assert out[0, 0].tolist() == pytest.approx([8.0, 8.0, 21.0, 31.0])
+    assert out[0, 1].tolist() == [0.0, 0.0, 63.0, 63.0]
+
+
+def test_postprocess_thresholds_and_rescales():
+    logits = torch.tensor([[[3.0, 0.0], [0.0, 3.0], [1.0, 0.0]]])  # person probs .95, .05, .73
+    boxes = torch.tensor([[[10.0, 10.0, 30.0, 40.0], [0.0, 0.0, 5.0, 5.0], [-5.0, 20.0, 70.0, 70.0]]])
+    outputs = {
+        "pred_logits": logits,
+        "pred_boxes": boxes,
+        "action_logits": torch.zeros(1, 3, 4),
+        "image_sizes": torch.tensor([[64.0, 64.0]]),
+    }
+    det = build_postprocess(get_config("tiny"))(outputs, target_sizes=[[128, 256]])[0]
+    assert det.query_indices.tolist() == [0, 2]
+    assert det.boxes[0].tolist() == pytest.approx([40.0, 20.0, 120.0, 80.0])
+    assert det.boxes[1].tolist() == pytest.approx([0.0, 40.0, 252.0, 126.0])  # clipped at W-1, H-1
+    assert det.action_scores.shape == (2, 4) and torch.allclose(det.action_scores, torch.tensor(0.5))
+    # No proposal passes: all are kept.
+    outputs["pred_logits"] = torch.tensor([[[0.0, 3.0]] * 3])
+    assert len(build_postprocess(get_config("tiny"))(outputs)[0]) == 3

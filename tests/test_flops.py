@@ -1,0 +1,54 @@
+"""FLOPs in the paper's convention: ViT-B figures of SPEC section 7 within 1%, and the CLI contract."""
+
+import json
+
+import pytest
+import torch
+
+from evad.cli import main
+from evad.flops import PAPER_GFLOPS, count_flops
+from evad.layers.attention import Attention
+from evad.models import create_model
+
+
+def test_fused_attention_is_counted_like_the_explicit_path():
+    x = torch.randn(1, 50, 64)
+    counts = []
+    for fused in (True, False):
+        attn = Attention(64, 4, fused=fused)
+        with torch.utils.flop_counter.FlopCounterMode(display=False) as plain:
+            attn(x, return_attention=not fused)
+        counts.append(plain.get_total_flops())
+    # Without our formula PyTorch skips the CPU flash kernel entirely.
+    assert counts[0] < counts[1]
+    from evad.flops import _custom_formulas
+
+    with torch.utils.flop_counter.FlopCounterMode(display=False, custom_mapping=_custom_formulas()) as mode:
+        Attention(64, 4, fused=True)(x)
+    assert mode.get_total_flops() == counts[1]
+
+
+@pytest.mark.parametrize("keep_rate", [1.0, 0.7])
+def test_vit_b_224_matches_the_paper(keep_rate):
+    report = count_flops(create_model("vit-b"), 224, keep_rate)
+    paper = PAPER_GFLOPS[("vit-b", 224)][keep_rate]
+    assert report.gflops == pytest.approx(paper, rel=0.01)
+    if keep_rate == 1.0:
+        assert report.backbone_gflops == pytest.approx(180.0, rel=0.01)  # VideoMAE's ViT-B figure
+    else:
+        assert report.tokens == [1568, 1098, 769, 539]
+
+
+def test_cli_json(capsys):
+    assert main(["flops", "--model", "tiny", "--img-size", "64", "--keep-rate", "0.7", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"gflops", "backbone_gflops", "tokens"}
+    assert result["tokens"] == [128, 90, 63, 45]
+    assert 0 < result["backbone_gflops"] < result["gflops"]
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    assert main(["flops", "--model", "vit-q"]) == 2
+    assert "unknown model 'vit-q'" in capsys.readouterr().err
+    assert main(["flops", "--model", "tiny", "--img-size", "70"]) == 2
+    assert "multiples of 16" in capsys.readouterr().err
