@@ -28,6 +28,15 @@ def _custom_formulas() -> dict:
     return formulas
 
 
+#: Whole-detector GFLOPs reported in the paper (SPEC section 7): {(model, img_size): {keep_rate: GFLOPs}}.
+PAPER_GFLOPS: dict[tuple[str, int], dict[float, float]] = {
+    ("vit-b", 224): {1.0: 223.8, 0.9: 186.3, 0.8: 157.0, 0.7: 134.2, 0.6: 116.3},
+    ("vit-b", 256): {1.0: 311.9, 0.7: 182.3},
+    ("vit-b", 288): {1.0: 424.5, 0.9: 346.3, 0.8: 287.4, 0.7: 242.8, 0.6: 208.9},
+    ("vit-l", 288): {0.7: 737.0},
+}
+
+
 @dataclass
 class FlopReport:
     """Multiply-adds of one forward pass, in GFLOPs (1e9 multiply-adds)."""
