@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/evad demo
 
 lint: install
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks
 
 test: install lint
 	$(PY) -m pytest

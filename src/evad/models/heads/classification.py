@@ -82,6 +82,28 @@ def roi_pool_3d(
     return pooled.view(B, t, Q, C).mean(dim=1)  # (B, t, Q, C) -> (B, Q, C)
 
 
+class ActorPooler(nn.Module):
+    """Extended, clipped boxes -> 3-D RoIAlign on a dense map -> one feature per actor (no parameters)."""
+
+    def __init__(
+        self,
+        roi_extend: Sequence[float] = (0.4, 0.2),
+        pooler_resolution: int = 7,
+        sampling_ratio: int = 2,
+        patch_size: int = 16,
+    ) -> None:
+        super().__init__()
+        self.roi_extend = tuple(roi_extend)
+        self.pooler_resolution = pooler_resolution
+        self.sampling_ratio = sampling_ratio
+        self.spatial_scale = 1.0 / patch_size
+
+    def forward(self, dense: Tensor, boxes: Tensor, image_sizes: Tensor) -> Tensor:
+        """Pool (B, Q, C) actor features from `dense` (B, C, t, h, w) for boxes (B, Q, 4) in pixels."""
+        boxes = extend_boxes(boxes, self.roi_extend, image_sizes)  # (0, 0) still clips
+        return roi_pool_3d(dense, boxes, self.pooler_resolution, self.spatial_scale, self.sampling_ratio)
+
+
 class DecoderBlock(Block):
     """Decoder block with its own action classifier on the trailing actor tokens."""
 
@@ -141,10 +163,7 @@ class ContextRefinementHead(nn.Module):
         fused_attention: bool = True,
     ) -> None:
         super().__init__()
-        self.roi_extend = tuple(roi_extend)
-        self.pooler_resolution = pooler_resolution
-        self.sampling_ratio = sampling_ratio
-        self.patch_size = patch_size
+        self.pooler = ActorPooler(roi_extend, pooler_resolution, sampling_ratio, patch_size)
         self.table_grid = table_grid
         self.official_token_order = official_token_order
         self.encoder_to_decoder = nn.Linear(encoder_dim, decoder_dim, bias=False)
@@ -196,8 +215,7 @@ class ContextRefinementHead(nn.Module):
         dense = scatter_tokens(x, indices, grid, fill=self.mask_token)
         dense = dense + pos.t().reshape(1, Cd, t, h, w)  # (t*h*w, Cd) -> (1, Cd, t, h, w)
 
-        boxes = extend_boxes(boxes, self.roi_extend, image_sizes)  # (0, 0) still clips
-        actors = roi_pool_3d(dense, boxes, self.pooler_resolution, 1.0 / self.patch_size, self.sampling_ratio)
+        actors = self.pooler(dense, boxes, image_sizes)  # (B, Q, Cd)
 
         x = torch.cat([x + pos[indices], actors], dim=1)  # (B, M + Q, Cd); actors get no position
         logits = []
@@ -221,10 +239,7 @@ class LinearActionHead(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        self.roi_extend = tuple(roi_extend)
-        self.pooler_resolution = pooler_resolution
-        self.sampling_ratio = sampling_ratio
-        self.patch_size = patch_size
+        self.pooler = ActorPooler(roi_extend, pooler_resolution, sampling_ratio, patch_size)
         self.dropout = nn.Dropout(dropout)
         self.action_logits = nn.Linear(encoder_dim, num_classes)
         nn.init.normal_(self.action_logits.weight, std=0.01)
@@ -234,9 +249,7 @@ class LinearActionHead(nn.Module):
         self, tokens: Tensor, indices: Tensor, grid: tuple[int, int, int], boxes: Tensor, image_sizes: Tensor
     ) -> list[Tensor]:
         """Same inputs as `ContextRefinementHead.forward`; returns a one-element list of logits."""
-        dense = scatter_tokens(tokens, indices, grid)
-        boxes = extend_boxes(boxes, self.roi_extend, image_sizes)  # (0, 0) still clips
-        actors = roi_pool_3d(dense, boxes, self.pooler_resolution, 1.0 / self.patch_size, self.sampling_ratio)
+        actors = self.pooler(scatter_tokens(tokens, indices, grid), boxes, image_sizes)  # (B, Q, C)
         return [self.action_logits(self.dropout(actors))]
 
 
