@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     for name, value in metrics.video_map.items():
         print(f"{'video-mAP':<{width}}  {100 * value:6.2f}   (IoU {name}, %)")
     print()
-    print(f"{'AP (%)':<{width}}  {'frame':>6}" + "".join(f"  {'v@' + name:>9}" for name in names))
+    columns = {name: max(6, len(name) + 2) for name in names}
+    print(f"{'AP (%)':<{width}}  {'frame':>6}" + "".join(f"  {'v@' + n:>{w}}" for n, w in columns.items()))
     for c, label in enumerate(metrics.labels):
-        video = "".join(f"  {100 * metrics.video_ap[name][c]:9.2f}" for name in names)
+        video = "".join(f"  {100 * metrics.video_ap[n][c]:{w}.2f}" for n, w in columns.items())
         print(f"{label:<{width}}  {100 * metrics.frame_ap[c]:6.2f}{video}")
     if args.json is not None:
         try:
