@@ -1,0 +1,159 @@
+"""`evad evaluate ava`: AVA frame-mAP with the official ActivityNet protocol (SPEC section 10).
+
+evad evaluate ava --groundtruth ava_val_v2.2.csv --detections detections.csv \
+    --labelmap ava_action_list_v2.2_for_activitynet_2019.pbtxt \
+    --exclusions ava_val_excluded_timestamps_v2.2.csv --json metrics.json [--plot ap.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evad.errors import UserError
+
+if TYPE_CHECKING:
+    from evad.evaluation.ava import AvaResult
+
+_GROUP_TITLES = {
+    "person_movement": "person movement (ids <= 14)",
+    "object_manipulation": "object manipulation (15-63)",
+    "person_interaction": "person interaction (>= 64)",
+}
+
+
+def register(kinds: argparse._SubParsersAction) -> None:
+    """Add the ``ava`` parser to the ``evad evaluate`` sub-commands."""
+    parser = kinds.add_parser(
+        "ava",
+        help="AVA frame-mAP at IoU 0.5 (official ActivityNet protocol)",
+        description="Score AVA detections with the official ActivityNet rules (SPEC section 10): "
+        "per-class PASCAL VOC AP at IoU 0.5 over the label map's classes, at most 50 detections per "
+        "keyframe, excluded keyframes skipped. Detections CSV rows: video_id, second, x1, y1, x2, y2 "
+        "(normalised), action_id, score.",
+    )
+    parser.add_argument("--groundtruth", required=True, type=Path, metavar="GT.csv", help="ground-truth CSV")
+    parser.add_argument("--detections", required=True, type=Path, metavar="DET.csv", help="detections CSV")
+    parser.add_argument("--labelmap", required=True, type=Path, metavar="MAP.pbtxt", help="label map")
+    parser.add_argument("--exclusions", type=Path, metavar="EXCL.csv", help="excluded timestamps CSV")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="OUT.png",
+        help="also draw per-class AP as a bar chart (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OTHER.json",
+        help="with --plot: draw this earlier --json result beside it",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --json / --plot files")
+    parser.set_defaults(func=run)
+
+
+def _check_output(path: Path | None, overwrite: bool) -> None:
+    if path is None:
+        return
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: directory {path.parent} does not exist")
+
+
+def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Let ``write`` fill a temporary file next to ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write: {err.strerror or err}") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(data, file, indent=2)
+        file.write("\n")
+
+
+def _read_result_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: not a JSON file ({err})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("per_class"), dict) and "mAP" in data):
+        raise UserError(f"{path}: not an `evad evaluate ava --json` result (no mAP / per_class)")
+    return data
+
+
+def format_report(result: AvaResult) -> str:
+    """The printed report: mAP, group means and a per-class table (AP in %)."""
+    lines = [f"frame-mAP @ IoU 0.5: {100 * result.mean_ap:6.2f} %   ({len(result.per_class)} classes)"]
+    for group, value in result.groups.items():
+        shown = "   n/a" if value is None else f"{100 * value:6.2f}"
+        lines.append(f"  {_GROUP_TITLES.get(group, group):<30} {shown} %")
+    width = max([len(name) for name in result.class_names.values()] + [len("class")])
+    lines += ["", f"{'id':>4}  {'class':<{width}}  {'AP (%)':>7}  {'#gt':>6}  {'#det':>7}"]
+    for class_id, ap in result.per_class.items():
+        name = result.class_names[class_id]
+        gt, det = result.num_groundtruth[class_id], result.num_detections[class_id]
+        lines.append(f"{class_id:>4}  {name:<{width}}  {100 * ap:7.2f}  {gt:>6}  {det:>7}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score the detections, print the report, write the JSON and picture; UserError on bad input."""
+    from evad.evaluation.ava import evaluate_ava_files, plot_per_class_ap
+
+    if args.compare is not None and args.plot is None:
+        raise UserError("--compare needs --plot")
+    _check_output(args.json, args.overwrite)
+    _check_output(args.plot, args.overwrite)
+    compare = _read_result_json(args.compare) if args.compare is not None else None
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_ava_files(args.groundtruth, args.detections, args.labelmap, args.exclusions)
+    for warning in caught:
+        print(f"evad: warning: {warning.message}", file=sys.stderr)
+
+    written = []
+    if args.json is not None:
+        data = result.to_dict()
+        data["files"] = {
+            "groundtruth": str(args.groundtruth),
+            "detections": str(args.detections),
+            "labelmap": str(args.labelmap),
+            "exclusions": None if args.exclusions is None else str(args.exclusions),
+        }
+        _write_atomically(args.json, lambda tmp: _write_json(tmp, data))
+        written.append(args.json)
+    if args.plot is not None:
+        labels = (args.detections.stem, args.compare.stem if args.compare is not None else "")
+        _write_atomically(args.plot, lambda tmp: plot_per_class_ap(tmp, result, compare, labels))
+        written.append(args.plot)
+    print(format_report(result))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
