@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from evad.errors import UserError
+from evad.fileio import write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
     from evad.evaluation.ava import AvaResult
@@ -67,27 +65,6 @@ def _check_output(path: Path | None, overwrite: bool) -> None:
         raise UserError(f"{path} exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise UserError(f"{path}: directory {path.parent} does not exist")
-
-
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Let ``write`` fill a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write: {err.strerror or err}") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(data, file, indent=2)
-        file.write("\n")
 
 
 def _read_result_json(path: Path) -> dict[str, Any]:
@@ -147,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
             "labelmap": str(args.labelmap),
             "exclusions": None if args.exclusions is None else str(args.exclusions),
         }
-        _write_atomically(args.json, lambda tmp: _write_json(tmp, data))
+        write_json_atomically(args.json, data)
         written.append(args.json)
     if args.plot is not None:
         labels = (args.detections.stem, args.compare.stem if args.compare is not None else "")
-        _write_atomically(args.plot, lambda tmp: plot_per_class_ap(tmp, result, compare, labels))
+        write_atomically(args.plot, lambda tmp: plot_per_class_ap(tmp, result, compare, labels))
         written.append(args.plot)
     print(format_report(result))
     for path in written:

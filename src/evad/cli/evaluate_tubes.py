@@ -6,13 +6,11 @@ evad evaluate tubes --groundtruth UCF101v2-GT.pkl --detections detections.csv --
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from evad.errors import UserError
+from evad.fileio import write_json_atomically
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -42,18 +40,6 @@ def register(kinds: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.set_defaults(func=run)
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:<{width}}  {100 * metrics.frame_ap[c]:6.2f}{video}")
     if args.json is not None:
         try:
-            _write_json_atomically(args.json, metrics.to_dict())
+            write_json_atomically(args.json, metrics.to_dict())
         except OSError as err:
             raise UserError(f"{args.json}: cannot write: {err.strerror or err}") from err
         print(f"\nwrote {args.json}")

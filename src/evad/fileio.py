@@ -1,0 +1,43 @@
+"""Writing result files so that nothing half-written ever looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from evad.errors import UserError
+
+
+def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
+    """Let `write` fill a temporary file next to `path`, then rename it over `path`.
+
+    The rename is atomic on one file system, so readers see either the old file or the whole new one.
+    An OSError becomes a one-line UserError naming `path`; the temporary file never survives.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write: {err.strerror or err}") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: str | Path, data: Any) -> None:
+    """Write `data` as indented JSON to `path` atomically."""
+
+    def dump(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+
+    write_atomically(path, dump)
