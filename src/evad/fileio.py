@@ -23,6 +23,9 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should be readable like any other
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
