@@ -167,3 +167,14 @@ def test_bad_model_arguments_raise():
         create_model("tiny", keep_rate=0.0)
     with pytest.raises(ValueError, match="keep_rate"):
         create_model("tiny")(torch.zeros(1, 3, 16, 64, 64), keep_rate=2.0)
+
+
+def test_patch_embedding_equals_the_convolution():
+    # The matmul path must give exactly what the checkpoint's Conv3d would.
+    torch.manual_seed(0)
+    model = narrow_vit(depth=4, prune_layers=(1, 2, 3), tap_layers=(0, 1, 2, 3))
+    clips = torch.randn(2, 3, 16, 32, 48)
+    tokens, grid = model.embed_patches(clips)
+    reference = model.patch_embed.proj(clips).flatten(2).transpose(1, 2)  # (B, C, t, h, w) -> (B, N, C)
+    assert grid == (8, 2, 3)
+    torch.testing.assert_close(tokens, reference, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evad.layers.block import Block, LayerNorm
@@ -149,6 +150,22 @@ class VideoViT(nn.Module):
         if H % p or W % p or H == 0 or W == 0:
             raise ValueError(f"clip height and width must be positive multiples of {p}, got H={H}, W={W}")
 
+    def embed_patches(self, clips: Tensor) -> tuple[Tensor, tuple[int, int, int]]:
+        """(B, 3, T, H, W) -> (B, t*h*w, C) tokens and the (t, h, w) grid.
+
+        The Conv3d's kernel equals its stride, so it is one matmul over non-overlapping patches;
+        on CPU that is several times faster than the convolution, forward and backward.
+        """
+        proj = self.patch_embed.proj
+        B, c, T, H, W = clips.shape
+        pt, p = self.tubelet_size, self.patch_size
+        t, h, w = T // pt, H // p, W // p
+        patches = clips.reshape(B, c, t, pt, h, p, w, p)  # (B, 3, T, H, W) -> (B, 3, t, pt, h, p, w, p)
+        patches = patches.permute(0, 2, 4, 6, 1, 3, 5, 7)  # -> (B, t, h, w, 3, pt, p, p)
+        patches = patches.reshape(B, t * h * w, c * pt * p * p)  # -> (B, N, 3*pt*p*p)
+        x = F.linear(patches, proj.weight.reshape(proj.out_channels, -1), proj.bias)  # (B, N, C)
+        return x, (t, h, w)
+
     def position_table(self, h: int, w: int) -> Tensor:
         """The (t*h*w, C) position table for an h x w token grid (bicubic resize in space)."""
         return resize_spatial(self.pos_table, self.table_grid, (h, w))
@@ -157,9 +174,8 @@ class VideoViT(nn.Module):
         """Encode clips (B, 3, T, H, W), pruning tokens at `keep_rate` (default: the model's)."""
         self.check_input(clips)
         rho = self.keep_rate if keep_rate is None else check_keep_rate(keep_rate)
-        x = self.patch_embed.proj(clips)  # (B, C, t, h, w)
-        B, _, t, h, w = x.shape
-        x = x.flatten(2).transpose(1, 2)  # (B, C, t, h, w) -> (B, t*h*w, C)
+        B = clips.shape[0]
+        x, (t, h, w) = self.embed_patches(clips)  # (B, t*h*w, C)
         x = x + self.position_table(h, w).to(x.dtype)
 
         ns = h * w

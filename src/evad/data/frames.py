@@ -1,0 +1,445 @@
+"""Reading the frames of a clip: JPEG folders or video files, and the 16x4 sampling (SPEC section 1).
+
+Frames are addressed by 1-based frame number n, the number in the file name of frame folders
+(AVA `frames/<video>/<video>_%06d.jpg`, MMAction2 `rawframes/<video>/img_%05d.jpg`, UCF101-24
+`rgb-images/<video>/%05d.jpg`); in a video file, frame n is the one shown at time (n - 1) / fps.
+
+Both sources are scanned once when a dataset is built: every frame folder is listed once (not one
+stat per file) and every video opened once, so missing or unreadable inputs are reported before
+training starts, and the frame counts used to clamp clips are cached for the DataLoader workers.
+
+`ClipDataset` turns keyframes with boxes (`KeyframeTargets`, built by the AVA and UCF101-24 /
+JHMDB readers) into transformed clips.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from evad.data.transforms import ClipTransform
+from evad.errors import UserError
+
+_FRAME_FIELD = re.compile(r"\{frame(?::([^{}]*))?\}")
+
+
+def clip_frame_numbers(
+    keyframe: int | np.ndarray, num_frames: int, sampling_rate: int, last: int
+) -> np.ndarray:
+    """1-based frame numbers of the clip around a keyframe, clamped to the video's frames 1..last.
+
+    Frame i of the clip is keyframe + (i - num_frames // 2) * sampling_rate: offsets -32, -28, ...,
+    +28 for 16x4, so the keyframe is clip frame 8.
+
+    >>> clip_frame_numbers(5, 4, 2, last=8).tolist()
+    [1, 3, 5, 7]
+    >>> clip_frame_numbers(8, 4, 2, last=8).tolist()
+    [4, 6, 8, 8]
+    """
+    offsets = (np.arange(num_frames) - num_frames // 2) * sampling_rate
+    return np.clip(np.asarray(keyframe)[..., None] + offsets, 1, last)
+
+
+class FrameSource(Protocol):
+    """Where the frames of videos come from (frame folders or video files)."""
+
+    def scan(self, videos: Iterable[str]) -> dict[str, int]:
+        """Check the videos exist and return the number of their last frame."""
+        ...
+
+    def check(self, video: str, numbers: np.ndarray) -> None:
+        """Raise UserError naming the first of `numbers` that does not exist."""
+        ...
+
+    def read(self, video: str, numbers: np.ndarray) -> np.ndarray:
+        """Frames (T, H, W, 3) RGB uint8 of the given 1-based frame numbers."""
+        ...
+
+
+class FrameFolders:
+    """JPEG frames at `root / template.format(video=..., frame=n)`.
+
+    Args:
+        root: Folder holding the frame folders.
+        template: Relative file of frame `frame` of `video`, e.g. "{video}/{video}_{frame:06d}.jpg";
+            `{frame}` must appear once, in the file name.
+    """
+
+    def __init__(self, root: str | os.PathLike, template: str) -> None:
+        fields = list(_FRAME_FIELD.finditer(template))
+        if len(fields) != 1 or "/" in template[fields[0].end() :]:
+            raise UserError(f"frame template {template!r} must contain '{{frame}}' once, in the file name")
+        try:
+            template.format(video="v", frame=1)
+        except (KeyError, IndexError, ValueError) as err:
+            raise UserError(
+                f"frame template {template!r} is not a '{{video}}'/'{{frame}}' pattern: {err}"
+            ) from None
+        self.root = Path(root)
+        self.template = template
+        self._prefix = template[: fields[0].start()]
+        self._suffix = template[fields[0].end() :]
+        self._spec = fields[0].group(1) or ""
+        # Per video: last frame number, and the sorted frame numbers when some before it are missing.
+        self._last: dict[str, int] = {}
+        self._present: dict[str, np.ndarray] = {}
+
+    def path(self, video: str, number: int) -> Path:
+        return self.root / self.template.format(video=video, frame=int(number))
+
+    def scan(self, videos: Iterable[str]) -> dict[str, int]:
+        for video in videos:
+            if video not in self._last:
+                self._scan_folder(video)
+        return dict(self._last)
+
+    def _scan_folder(self, video: str) -> None:
+        folder, prefix = os.path.split(self._prefix.format(video=video))
+        suffix = self._suffix.format(video=video)
+        directory = self.root / folder
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            raise UserError(f"frame folder {directory} of video {video!r} does not exist") from None
+        except OSError as err:
+            raise UserError(f"cannot list frame folder {directory}: {err.strerror or err}") from None
+        start, end = len(prefix), -len(suffix) if suffix else None
+        digits = [name[start:end] for name in names if name.startswith(prefix) and name.endswith(suffix)]
+        numbers = self._frame_numbers(digits)
+        if not len(numbers):
+            example = self.path(video, 1).name
+            raise UserError(f"frame folder {directory} holds no frames named like {example}")
+        self._last[video] = int(numbers[-1])
+        if len(numbers) != numbers[-1]:
+            self._present[video] = numbers
+
+    def _frame_numbers(self, digits: list[str]) -> np.ndarray:
+        """Sorted frame numbers >= 1 of the file-name parts that the template writes exactly."""
+        padded = re.fullmatch(r"0(\d+)d", self._spec)
+        width = int(padded.group(1)) if padded else 0
+        text = "".join(digits)
+        if (
+            width
+            and text.isascii()
+            and len(text) == width * len(digits)
+            and all(len(d) == width for d in digits)
+        ):
+            # Zero-padded digits of one width, vectorised: an AVA folder holds 27,000 frames.
+            chars = np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(-1, width) - ord("0")
+            if np.all(chars < 10):  # non-digits wrapped around below 0
+                numbers = np.sort(chars @ 10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
+                return numbers[numbers >= 1]
+        # Only names the template writes back exactly (zero padding included) are frames.
+        exact = [int(d) for d in digits if d.isdigit() and format(int(d), self._spec) == d]
+        return np.asarray(sorted(n for n in exact if n >= 1), dtype=np.int64)
+
+    def check(self, video: str, numbers: np.ndarray) -> None:
+        numbers = np.asarray(numbers).reshape(-1)
+        missing = (numbers < 1) | (numbers > self._last[video])
+        if video in self._present:
+            missing |= ~np.isin(numbers, self._present[video])
+        if missing.any():
+            raise UserError(f"missing frame file {self.path(video, int(numbers[np.argmax(missing)]))}")
+
+    def read(self, video: str, numbers: np.ndarray) -> np.ndarray:
+        decoded: dict[int, np.ndarray] = {}  # a clamped clip repeats its border frames
+        for number in np.unique(numbers).tolist():
+            path = self.path(video, number)
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                state = "is missing" if not path.exists() else "cannot be decoded (corrupt or not an image)"
+                raise UserError(f"frame file {path} {state}")
+            decoded[number] = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return _stack([decoded[n] for n in np.asarray(numbers).tolist()], f"frames of {self.root / video}")
+
+
+def _stack(frames: list[np.ndarray], where: str) -> np.ndarray:
+    shapes = {frame.shape for frame in frames}
+    if len(shapes) != 1:
+        raise UserError(f"{where}: frames of one clip differ in size: {sorted(shapes)}")
+    return np.stack(frames)  # (T, H, W, 3)
+
+
+class VideoFiles:
+    """Video files at `root / template.format(video=...)`, decoded with PyAV.
+
+    Frame n (from 1) is the frame shown at time (n - 1) / fps from the start of the stream, so a
+    video at `fps` maps one to one and other rates are resampled to the nearest earlier frame, as
+    frame extraction at `fps` would.
+
+    Args:
+        root: Folder of the videos.
+        template: File name of `video`, e.g. "{video}.mp4".
+        fps: Frame rate at which frame numbers are counted.
+    """
+
+    def __init__(self, root: str | os.PathLike, template: str, fps: float) -> None:
+        if fps <= 0:
+            raise UserError(f"fps must be positive, got {fps}")
+        self.root = Path(root)
+        self.template = template
+        self.fps = float(fps)
+        self._last: dict[str, int] = {}
+
+    def path(self, video: str) -> Path:
+        return self.root / self.template.format(video=video)
+
+    def scan(self, videos: Iterable[str]) -> dict[str, int]:
+        for video in videos:
+            if video not in self._last:
+                self._last[video] = self._count(video)
+        return dict(self._last)
+
+    def _count(self, video: str) -> int:
+        path = self.path(video)
+        if not path.is_file():
+            raise UserError(f"video file {path} of video {video!r} does not exist")
+        with _open(path) as (container, stream):
+            duration = None
+            if stream.frames and stream.average_rate:
+                duration = stream.frames / float(stream.average_rate)
+            elif stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration:
+                duration = container.duration / 1_000_000
+            if duration is None:  # no header says: decode to count
+                duration = sum(1 for _ in container.decode(stream)) / float(stream.average_rate or self.fps)
+        count = math.ceil(duration * self.fps - 1e-6)
+        if count < 1:
+            raise UserError(f"video file {path} has no frames")
+        return count
+
+    def check(self, video: str, numbers: np.ndarray) -> None:
+        numbers = np.asarray(numbers).reshape(-1)
+        missing = (numbers < 1) | (numbers > self._last[video])
+        if missing.any():
+            number = int(numbers[np.argmax(missing)])
+            raise UserError(
+                f"video file {self.path(video)} has no frame {number} at {self.fps:g} fps "
+                f"(it has {self._last[video]})"
+            )
+
+    def read(self, video: str, numbers: np.ndarray) -> np.ndarray:
+        numbers = np.asarray(numbers)
+        wanted = np.unique(numbers).tolist()
+        path = self.path(video)
+        with _open(path) as (container, stream):
+            decoded = _decode_at(container, stream, [(n - 1) / self.fps for n in wanted])
+        by_number = dict(zip(wanted, decoded, strict=True))
+        return _stack([by_number[n] for n in numbers.tolist()], f"video file {path}")
+
+
+class _open:
+    """Context manager yielding (container, first video stream); errors become UserError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> tuple[Any, Any]:
+        import av
+
+        try:
+            self.container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read video file {self.path}: {err}") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise UserError(f"video file {self.path} has no video stream")
+        return self.container, self.container.streams.video[0]
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.close()
+
+
+def _decode_at(container: Any, stream: Any, times: list[float]) -> list[np.ndarray]:
+    """RGB frames shown at the sorted `times` (seconds from the stream start).
+
+    Seeks to the key frame before the first time and decodes forward; decodes from the start
+    instead when the seek lands after the first wanted frame.
+    """
+    import av
+
+    start = stream.start_time or 0
+    try:
+        frames = None
+        if times[0] > 0:
+            container.seek(int(times[0] / stream.time_base) + start, stream=stream, backward=True)
+            frames = _collect(container.decode(stream), stream, times, from_start=False)
+        if frames is None:
+            container.seek(start, stream=stream, backward=True)
+            frames = _collect(container.decode(stream), stream, times, from_start=True)
+    except av.FFmpegError as err:
+        raise UserError(f"cannot decode video file {container.name}: {err}") from None
+    if frames is None:
+        raise UserError(f"video file {container.name} has no decodable frames")
+    return frames
+
+
+def _collect(
+    decoded: Iterable[Any], stream: Any, times: list[float], from_start: bool
+) -> list[np.ndarray] | None:
+    """The last frame at or before each time (the first frame for times before it).
+
+    Returns None when nothing is decoded, or when not `from_start` and the first decoded frame
+    comes after times[0].
+    """
+    tolerance = 1e-3  # seconds; timestamps are rounded to the stream's time base
+    start = stream.start_time or 0
+    out: list[np.ndarray] = []
+    previous, previous_rgb = None, None
+    for frame in decoded:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        time = float((pts - start) * stream.time_base) if pts is not None else 0.0
+        if previous is None and not from_start and time > times[0] + tolerance:
+            return None
+        while len(out) < len(times) and time > times[len(out)] + tolerance:
+            if previous_rgb is None:
+                previous_rgb = (frame if previous is None else previous).to_ndarray(format="rgb24")
+            out.append(previous_rgb)
+        if len(out) == len(times):
+            return out
+        previous, previous_rgb = frame, None
+    if previous is None:
+        return None
+    return out + [previous.to_ndarray(format="rgb24")] * (len(times) - len(out))
+
+
+@dataclass
+class KeyframeTargets:
+    """Keyframes and their boxes, in flat arrays (shared copy-on-write by DataLoader workers).
+
+    Attributes:
+        videos: Distinct videos.
+        video_index: (N,) index into `videos` of each keyframe.
+        frame: (N,) 1-based frame number of each keyframe.
+        timestamp: (N,) what items report as "timestamp" (AVA second, or the frame number).
+        box_start: (N + 1,) the boxes of keyframe i are rows box_start[i]:box_start[i + 1].
+        boxes: (B, 4) float32 x1, y1, x2, y2, in pixels or as fractions of the frame size.
+        labels: (B, K) bool multi-hot labels.
+    """
+
+    videos: list[str]
+    video_index: np.ndarray
+    frame: np.ndarray
+    timestamp: np.ndarray
+    box_start: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+
+    @staticmethod
+    def group_boxes(box_keyframe: np.ndarray, num_keyframes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stable order of boxes by keyframe, and the (N + 1,) offsets of each keyframe's boxes."""
+        order = np.argsort(box_keyframe, kind="stable")
+        counts = np.bincount(box_keyframe, minlength=num_keyframes)
+        return order, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
+class ClipDataset(Dataset):
+    """Clips around keyframes with their boxes and labels; AvaDataset and TubeDataset build it.
+
+    An item is a dict: "clip" (3, T, h, w) float32 normalised, "boxes" (M, 4) float32 x1, y1, x2,
+    y2 in pixels of the resized clip, "labels" (M, K) float32 multi-hot (column j is class
+    `class_ids[j]`), "video" str, "timestamp" int, "orig_size" (H0, W0) of the source frames and
+    "size" (h, w) after the resize.
+
+    Args:
+        targets: Keyframes and boxes.
+        source: Frame folders or video files; scanned here, so missing inputs fail now.
+        transform: Resize / flip / normalisation.
+        split: "train" or "val".
+        class_ids: Class id of each label column.
+        class_names: Name of each label column.
+        num_frames: Clip length T.
+        sampling_rate: Frames between clip frames.
+        normalized_boxes: Boxes are fractions of the frame size (AVA) rather than pixels.
+    """
+
+    size_divisor: int = 32  # padding multiple of its batches; `build_loader` reads it
+
+    def __init__(
+        self,
+        targets: KeyframeTargets,
+        source: FrameSource,
+        transform: ClipTransform,
+        *,
+        split: str,
+        class_ids: Sequence[int],
+        class_names: Sequence[str],
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+        normalized_boxes: bool = False,
+    ) -> None:
+        if num_frames < 1 or sampling_rate < 1:
+            raise UserError(
+                f"num_frames and sampling_rate must be positive, got {num_frames}, {sampling_rate}"
+            )
+        self.split = split
+        self.class_ids = [int(c) for c in class_ids]
+        self.class_names = list(class_names)
+        self.num_frames = num_frames
+        self.sampling_rate = sampling_rate
+        self.source = source
+        self.transform = transform
+        self.normalized_boxes = normalized_boxes
+        self._targets = targets
+        self.keyframes: list[tuple[str, int]] = [
+            (targets.videos[v], t)
+            for v, t in zip(targets.video_index.tolist(), targets.timestamp.tolist(), strict=True)
+        ]
+        last = source.scan(targets.videos)
+        self._last = np.asarray([last[video] for video in targets.videos], dtype=np.int64)
+        self._check_frames()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    def _check_frames(self) -> None:
+        """Every keyframe and every frame of its clip exists (clip frames clamped to the video)."""
+        t = self._targets
+        order = np.argsort(t.video_index, kind="stable")
+        bounds = np.searchsorted(t.video_index[order], np.arange(len(t.videos) + 1))
+        for v, video in enumerate(t.videos):
+            keyframes = t.frame[order[bounds[v] : bounds[v + 1]]]
+            if len(keyframes):
+                clips = clip_frame_numbers(keyframes, self.num_frames, self.sampling_rate, self._last[v])
+                self.source.check(video, np.concatenate([keyframes, np.unique(clips)]))
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    def clip_frame_numbers(self, index: int) -> np.ndarray:
+        """1-based frame numbers of the clip of item `index`."""
+        t = self._targets
+        last = self._last[t.video_index[index]]
+        return clip_frame_numbers(int(t.frame[index]), self.num_frames, self.sampling_rate, last)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        t = self._targets
+        video, timestamp = self.keyframes[index]
+        frames = self.source.read(video, self.clip_frame_numbers(index))  # (T, H0, W0, 3)
+        height, width = frames.shape[1:3]
+        start, end = t.box_start[index], t.box_start[index + 1]
+        boxes = t.boxes[start:end].astype(np.float32)
+        if self.normalized_boxes:
+            boxes *= np.asarray([width, height, width, height], dtype=np.float32)
+        clip, boxes, size = self.transform(frames, boxes)
+        return {
+            "clip": clip,
+            "boxes": boxes,
+            "labels": torch.from_numpy(t.labels[start:end].astype(np.float32)),
+            "video": video,
+            "timestamp": timestamp,
+            "orig_size": (height, width),
+            "size": size,
+        }
