@@ -1,0 +1,500 @@
+"""Run a detector over a video file: AVA CSV, JSON and an annotated MP4 (SPEC section 1).
+
+Two streaming passes over the video, so memory does not grow with its length:
+
+1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.video`), run the model in
+   batches, post-process the boxes to original pixels and link them into tracks;
+2. decode again and draw each keyframe's detections on every frame from that keyframe to the
+   next, encoding H.264 at the input's resolution, frame count and timestamps.
+
+Outputs (in ``out_dir``), written under temporary names and renamed together at the end:
+
+- ``detections.csv``: AVA layout ``video, time, x1, y1, x2, y2 (normalised), action_id, score``,
+  one row per box and class (every class, as the AVA evaluation expects);
+- ``detections.json``: per keyframe its time, frame, and boxes with pixels and normalised
+  coordinates, person score, track id and the actions above ``action_threshold``;
+- ``annotated.mp4``: the video with boxes, track ids and action labels drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evad.data.transforms import resized_size
+from evad.errors import UserError
+from evad.evaluation.ava import AvaTable, write_detections_csv
+from evad.inference.tracks import IouTracker
+from evad.inference.video import (
+    ClipSampler,
+    KeyframeClip,
+    VideoDecodeWarning,
+    VideoInfo,
+    VideoReader,
+    probe_video,
+)
+from evad.layers.token_pruning import check_keep_rate
+from evad.models.postprocess import PostProcess
+from evad.viz.draw import draw_detections
+
+OUTPUT_FILES = ("detections.csv", "detections.json", "annotated.mp4")
+_MAX_LABEL_ACTIONS = 3  # actions listed on a box in the video; the JSON has all above threshold
+
+T = TypeVar("T")
+
+
+@dataclass
+class KeyframeResult:
+    """Detections on one keyframe, in original pixels.
+
+    Attributes:
+        frame: Keyframe index in the video.
+        time: Keyframe time in seconds (see `KeyframeClip.time`).
+        boxes: (K, 4) xyxy boxes in pixels of the original frame.
+        person_scores: (K,) person probabilities.
+        action_scores: (K, C) action probabilities, columns in the order of `class_ids`.
+        image_size: (height, width) of the original frame.
+        track_ids: (K,) track ids (`evad.inference.tracks`).
+    """
+
+    frame: int
+    time: float
+    boxes: np.ndarray
+    person_scores: np.ndarray
+    action_scores: np.ndarray
+    image_size: tuple[int, int]
+    track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+@dataclass
+class DetectResult:
+    """What `detect_video` did.
+
+    Attributes:
+        video: Input file.
+        out_dir: Output folder.
+        csv_path, json_path, video_path: The written files.
+        info: The input video's header information.
+        num_frames: Frames decoded (and written to the annotated video).
+        keyframes: Per-keyframe detections.
+        codec: Encoder of the annotated video ("libx264", or "mpeg4" as a fallback).
+        truncated: Whether the input could only be decoded in part.
+        seconds: Wall time of the whole call.
+    """
+
+    video: Path
+    out_dir: Path
+    csv_path: Path
+    json_path: Path
+    video_path: Path
+    info: VideoInfo
+    num_frames: int
+    keyframes: list[KeyframeResult]
+    codec: str
+    truncated: bool
+    seconds: float
+
+    @property
+    def num_detections(self) -> int:
+        return sum(len(k.boxes) for k in self.keyframes)
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Raise UserError if `out_dir` is not a folder or already holds results and not `overwrite`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder")
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise UserError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
+    return out_dir
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def clips_to_batch(
+    clips: Sequence[KeyframeClip],
+    mean: Sequence[float],
+    std: Sequence[float],
+    size_divisor: int = 32,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Stack resized uint8 clips into the model's input: normalised, zero-padded bottom/right.
+
+    Returns:
+        (B, 3, T, H', W') float clips, H' and W' the next multiples of `size_divisor`.
+    """
+    x = torch.from_numpy(np.stack([c.frames for c in clips])).to(device)  # (B, T, H, W, 3) uint8
+    x = x.permute(0, 4, 1, 2, 3).float().div_(255)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
+    x = (x - x.new_tensor(mean).view(1, 3, 1, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1, 1)
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % size_divisor, -w % size_divisor
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
+def _expected_keyframes(info: VideoInfo, rate: float | None, stride: int | None) -> int | None:
+    if stride is not None:
+        return -(-info.declared_frames // stride) if info.declared_frames else None
+    return max(1, round(info.duration * rate)) if info.duration else None
+
+
+@torch.inference_mode()
+def _run_model(
+    model: nn.Module,
+    path: Path,
+    sampler: ClipSampler,
+    postprocess: PostProcess,
+    *,
+    num_classes: int,
+    keep_rate: float | None,
+    batch_size: int,
+    short_side: int,
+    max_long_side: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    progress: bool,
+) -> tuple[list[KeyframeResult], int, bool]:
+    """First pass: keyframe detections, frames decoded, whether the video was truncated."""
+    from tqdm import tqdm
+
+    with VideoReader(path) as reader:
+        info = reader.info
+        h, w = resized_size(info.height, info.width, short_side, max_long_side)
+
+        def resize(image: np.ndarray) -> np.ndarray:
+            return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+
+        results: list[KeyframeResult] = []
+        total = _expected_keyframes(info, sampler.rate, sampler.stride)
+        bar = tqdm(total=total, desc=f"detect {path.name}", unit="keyframe", disable=not progress)
+        with bar:
+            for batch in _batched(sampler.clips(reader.frames(resize)), batch_size):
+                clips = clips_to_batch(batch, mean, std, device=device)
+                sizes = torch.tensor([[h, w]] * len(batch), device=device)
+                outputs = model(clips, image_sizes=sizes, keep_rate=keep_rate)
+                if outputs["action_logits"].shape[-1] != num_classes:
+                    raise ValueError(
+                        f"the model predicts {outputs['action_logits'].shape[-1]} action classes "
+                        f"but {num_classes} class ids were given"
+                    )
+                detections = postprocess(outputs, [[info.height, info.width]] * len(batch))
+                for clip, det in zip(batch, detections, strict=True):
+                    results.append(
+                        KeyframeResult(
+                            clip.keyframe,
+                            clip.time,
+                            det.boxes.float().cpu().numpy(),
+                            det.person_scores.float().cpu().numpy(),
+                            det.action_scores.float().cpu().numpy(),
+                            (info.height, info.width),
+                        )
+                    )
+                bar.update(len(batch))
+        return results, reader.num_decoded, reader.truncated
+
+
+def _time_text(seconds: float) -> str:
+    return repr(round(float(seconds), 6))
+
+
+def _write_csv(
+    path: Path, video_id: str, keyframes: Sequence[KeyframeResult], class_ids: Sequence[int]
+) -> None:
+    """AVA CSV: every box with every class's score."""
+    keys, row_key, boxes, labels, scores = [], [], [], [], []
+    ids = np.asarray(class_ids, dtype=np.int64)
+    for kf in keyframes:
+        if not len(kf.boxes):
+            continue
+        h, w = kf.image_size
+        keys.append((video_id, _time_text(kf.time)))
+        normalised = np.round(kf.boxes / np.array([w, h, w, h], np.float64), 6)  # (K, 4)
+        k, c = kf.action_scores.shape
+        row_key.append(np.full(k * c, len(keys) - 1))
+        boxes.append(np.repeat(normalised, c, axis=0))  # one row per (box, class)
+        labels.append(np.tile(ids, k))
+        scores.append(np.round(kf.action_scores.astype(np.float64), 6).reshape(-1))
+    table = AvaTable(
+        source=str(path),
+        keys=keys,
+        row_key=np.concatenate(row_key) if keys else np.zeros(0, np.int64),
+        boxes=np.concatenate(boxes) if keys else np.zeros((0, 4)),
+        labels=np.concatenate(labels) if keys else np.zeros(0, np.int64),
+        scores=np.concatenate(scores) if keys else np.zeros(0),
+    )
+    write_detections_csv(path, table)
+
+
+def _keyframe_json(
+    kf: KeyframeResult, class_ids: Sequence[int], class_names: Sequence[str], action_threshold: float
+) -> dict:
+    h, w = kf.image_size
+    detections = []
+    for k in range(len(kf.boxes)):
+        scores = kf.action_scores[k]
+        above = [int(c) for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
+        box = [round(float(v), 2) for v in kf.boxes[k]]
+        detections.append(
+            {
+                "track_id": int(kf.track_ids[k]),
+                "box": box,
+                "box_normalized": [round(v / s, 6) for v, s in zip(box, (w, h, w, h), strict=True)],
+                "person_score": round(float(kf.person_scores[k]), 6),
+                "actions": [
+                    {"id": int(class_ids[c]), "name": class_names[c], "score": round(float(scores[c]), 6)}
+                    for c in above
+                ],
+            }
+        )
+    return {"time": float(_time_text(kf.time)), "frame": kf.frame, "detections": detections}
+
+
+def _box_labels(kf: KeyframeResult, k: int, class_names: Sequence[str], action_threshold: float) -> list[str]:
+    scores = kf.action_scores[k]
+    above = [c for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
+    lines = [f"#{kf.track_ids[k]} person {kf.person_scores[k]:.2f}"]
+    lines += [f"{class_names[c]} {scores[c]:.2f}" for c in above[:_MAX_LABEL_ACTIONS]]
+    if len(above) > _MAX_LABEL_ACTIONS:
+        lines.append(f"+{len(above) - _MAX_LABEL_ACTIONS} more")
+    return lines
+
+
+def has_libx264() -> bool:
+    """Whether this PyAV build can encode H.264 (its wheels ship libx264)."""
+    import av
+
+    try:
+        av.codec.Codec("libx264", "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _pick_encoder(width: int, height: int) -> tuple[str, str]:
+    """(codec, pixel format) for the annotated video: H.264 where available, else MPEG-4 part 2."""
+    if has_libx264():
+        # 4:2:0 needs even sizes; 4:4:4 keeps an odd-sized frame exact (not every player shows it).
+        return "libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    warnings.warn("this PyAV build has no H.264 encoder; the annotated video is MPEG-4 part 2", stacklevel=3)
+    return "mpeg4", "yuv420p"
+
+
+def _write_annotated(
+    path: Path,
+    out: Path,
+    keyframes: Sequence[KeyframeResult],
+    class_names: Sequence[str],
+    action_threshold: float,
+    progress: bool,
+) -> tuple[str, int]:
+    """Second pass: draw and encode every frame; returns (codec, frames written)."""
+    import av
+    from tqdm import tqdm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VideoDecodeWarning)  # already reported by the first pass
+        reader = VideoReader(path)
+    info = reader.info
+    codec, pix_fmt = _pick_encoder(info.width, info.height)
+    time_base = info.time_base or Fraction(1, 90000)
+    if codec == "mpeg4" and time_base.denominator > 65535:
+        # MPEG-4 part 2 time bases are 16-bit: count in frame periods (exact for constant rates).
+        period = 1 / info.frame_rate
+        time_base = period if period.denominator <= 65535 else Fraction(1, 1000)
+    written = 0
+    with reader, av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream(codec, rate=info.frame_rate)
+        stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+        stream.codec_context.time_base = time_base  # keep the input's timestamps (variable rate too)
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": "20"}
+        else:  # MPEG-4's default bit rate blurs everything; about 0.15 bit per pixel
+            stream.bit_rate = max(200_000, round(0.15 * info.width * info.height * info.fps))
+        current = -1
+        last_pts = -1
+        frames = tqdm(total=info.declared_frames or None, desc="annotate", unit="frame", disable=not progress)
+        with frames, warnings.catch_warnings():
+            warnings.simplefilter("ignore", VideoDecodeWarning)
+            for frame in reader.frames():
+                while current + 1 < len(keyframes) and keyframes[current + 1].frame <= frame.index:
+                    current += 1  # hold each keyframe's detections until the next keyframe
+                image = np.ascontiguousarray(frame.image)
+                if current >= 0:
+                    kf = keyframes[current]
+                    labels = [_box_labels(kf, k, class_names, action_threshold) for k in range(len(kf.boxes))]
+                    draw_detections(image, kf.boxes, labels, kf.track_ids)
+                out_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                pts = round(frame.time / time_base)
+                out_frame.pts = last_pts = max(pts, last_pts + 1)
+                out_frame.time_base = time_base
+                for packet in stream.encode(out_frame):
+                    container.mux(packet)
+                written += 1
+                frames.update()
+        for packet in stream.encode():
+            container.mux(packet)
+    return codec, written
+
+
+def detect_video(
+    model: nn.Module,
+    path: str | Path,
+    out_dir: str | Path,
+    class_names: Sequence[str],
+    class_ids: Sequence[int],
+    *,
+    keep_rate: float | None = None,
+    person_threshold: float = 0.7,
+    action_threshold: float = 0.5,
+    keep_all_if_none: bool = False,
+    rate: float | None = 1.0,
+    stride: int | None = None,
+    batch_size: int = 4,
+    short_side: int = 256,
+    max_long_side: int = 1333,
+    sampling_rate: int = 4,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DetectResult:
+    """Detect actors and their actions on the keyframes of a video file and write the results.
+
+    The model is put in eval mode and moved to `device`. Clips are 16 (the backbone's
+    `num_frames`) frames at stride `sampling_rate` around each keyframe, resized so the short side
+    is `short_side` (long side at most `max_long_side`) and zero-padded to a multiple of 32.
+
+    Args:
+        model: An EVAD detector (the prediction dict of `evad.models.EVAD.forward`).
+        path: Video file.
+        out_dir: Folder for ``detections.csv``, ``detections.json`` and ``annotated.mp4``.
+        class_names: Name of each of the model's action outputs.
+        class_ids: AVA class id of each of the model's action outputs.
+        keep_rate: Token keep rate rho; the model's default if None.
+        person_threshold: Minimum person probability of a box.
+        action_threshold: Minimum action probability listed in the JSON and drawn in the video
+            (the CSV has every class's score).
+        keep_all_if_none: Keep every proposal of a keyframe where none passes `person_threshold`, as
+            the official evaluation does; off by default, as a video full of such boxes says nothing.
+        rate: Keyframes per second (keyframe k at time k / rate, on the nearest frame).
+        stride: One keyframe every `stride` frames instead of `rate`.
+        batch_size: Clips per forward pass.
+        short_side, max_long_side: Resize rule of the model's input.
+        sampling_rate: Frame step inside a clip.
+        mean, std: Pixel normalisation of RGB in [0, 1].
+        device: Where the model runs.
+        overwrite: Replace results already in `out_dir`.
+        progress: Show tqdm progress bars.
+
+    Raises:
+        UserError: If the video cannot be read, has no decodable frame, or `out_dir` already holds
+            results and not `overwrite` (checked before the model runs).
+        ValueError: For inconsistent arguments (class lists, rates, keep rate, model outputs).
+    """
+    start = time.perf_counter()
+    path, out_dir = Path(path), check_output_dir(out_dir, overwrite)
+    if len(class_names) != len(class_ids):
+        raise ValueError(f"{len(class_names)} class names for {len(class_ids)} class ids")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if keep_rate is not None:
+        check_keep_rate(keep_rate)
+    sampler = ClipSampler(
+        rate=rate, stride=stride, num_frames=model.backbone.num_frames, sampling_rate=sampling_rate
+    )
+    postprocess = PostProcess(person_threshold, keep_all_if_none=keep_all_if_none)
+    info = probe_video(path)  # a bad file fails here, before the model runs or anything is created
+    device = torch.device(device)
+    model.eval().to(device)
+
+    keyframes, num_frames, truncated = _run_model(
+        model,
+        path,
+        sampler,
+        postprocess,
+        num_classes=len(class_ids),
+        keep_rate=keep_rate,
+        batch_size=batch_size,
+        short_side=short_side,
+        max_long_side=max_long_side,
+        mean=mean,
+        std=std,
+        device=device,
+        progress=progress,
+    )
+    tracker = IouTracker()
+    for kf in keyframes:
+        kf.track_ids = tracker.update(kf.boxes)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = {name: out_dir / name for name in OUTPUT_FILES}
+    temp = {name: out_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp" for name in OUTPUT_FILES}
+    try:
+        _write_csv(temp["detections.csv"], path.stem, keyframes, class_ids)
+        codec, written = _write_annotated(
+            path, temp["annotated.mp4"], keyframes, class_names, action_threshold, progress
+        )
+        document = {
+            "video": path.stem,
+            "path": str(path),
+            "height": info.height,
+            "width": info.width,
+            "fps": info.fps,
+            "num_frames": written,
+            "truncated": truncated,
+            "keyframe_rate": sampler.rate,
+            "keyframe_stride": sampler.stride,
+            "keep_rate": keep_rate,
+            "person_threshold": person_threshold,
+            "action_threshold": action_threshold,
+            "classes": [{"id": int(i), "name": n} for i, n in zip(class_ids, class_names, strict=True)],
+            "keyframes": [_keyframe_json(kf, class_ids, class_names, action_threshold) for kf in keyframes],
+        }
+        with open(temp["detections.json"], "w", encoding="utf-8") as file:
+            json.dump(document, file, indent=2)
+            file.write("\n")
+        for name in OUTPUT_FILES:  # all written: now they may look complete
+            os.replace(temp[name], final[name])
+    except OSError as err:
+        raise UserError(f"{out_dir}: cannot write results: {err.strerror or err}") from err
+    finally:
+        for tmp in temp.values():
+            tmp.unlink(missing_ok=True)
+    return DetectResult(
+        video=path,
+        out_dir=out_dir,
+        csv_path=final["detections.csv"],
+        json_path=final["detections.json"],
+        video_path=final["annotated.mp4"],
+        info=info,
+        num_frames=num_frames,
+        keyframes=keyframes,
+        codec=codec,
+        truncated=truncated,
+        seconds=time.perf_counter() - start,
+    )

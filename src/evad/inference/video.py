@@ -1,0 +1,338 @@
+"""Streaming decoding of a video file into keyframe clips (SPEC section 1).
+
+A clip is 16 frames at stride 4 around its keyframe (offsets -32, -28, ..., +28, the keyframe at
+input index 8), clamped to the first and last frame. Frames are decoded one at a time with PyAV and
+kept in a sliding window of the clip span (61 frames), so a clip is cut as soon as its last frame is
+decoded and memory never grows with the video's length.
+
+Time comes from the frames' timestamps (pts * time_base, counted from the first frame), not from
+``index / fps``, so variable-frame-rate videos get the right keyframes. Keyframes are either one
+every ``1 / rate`` seconds (keyframe k at time k / rate, on the nearest decoded frame; AVA uses
+rate 1) or one every ``stride`` frames.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from evad.errors import UserError
+
+_EPS = 1e-6  # seconds; timestamps closer than this are equal
+
+
+class VideoDecodeWarning(UserWarning):
+    """A video could only be decoded in part (corrupt packets or a truncated file)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video's first video stream.
+
+    Attributes:
+        path: The file.
+        height, width: Frame size in pixels.
+        fps: Average frame rate (for variable-rate videos only a summary; timestamps decide).
+        frame_rate: `fps` as an exact fraction, for writing a video at the same rate.
+        time_base: Unit of the stream's timestamps in seconds (None if unknown).
+        declared_frames: Frame count in the container header, 0 where it does not say.
+        duration: Length in seconds, None where unknown.
+        codec: Decoder name.
+    """
+
+    path: Path
+    height: int
+    width: int
+    fps: float
+    frame_rate: Fraction
+    time_base: Fraction | None
+    declared_frames: int
+    duration: float | None
+    codec: str
+
+
+@dataclass
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        index: 0-based position in presentation order.
+        time: Seconds since the first frame.
+        pts: Presentation timestamp in the stream's time base (None if the file has none).
+        image: (H, W, 3) uint8 RGB, or whatever the reader's transform made of it.
+    """
+
+    index: int
+    time: float
+    pts: int | None
+    image: np.ndarray
+
+
+def _open_container(path: Path):
+    import av
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such video file")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise UserError(f"{path}: not a readable video file ({err.strerror or err})") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"{path}: the file has no video stream")
+    return container
+
+
+class VideoReader:
+    """Decode a video file's frames one at a time, in presentation order.
+
+    Corrupt packets are skipped and a file that ends early is read as far as possible; both give a
+    `VideoDecodeWarning` and set `truncated`. A file with no decodable frame is a `UserError`.
+
+    Args:
+        path: Video file.
+
+    Raises:
+        UserError: If the file is missing, is not a video, or has no video stream.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._container = _open_container(self.path)
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        self.info = self._read_info()
+        self.truncated = False
+        self.num_decoded = 0
+
+    def _read_info(self) -> VideoInfo:
+        s = self._stream
+        rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(30)
+        duration = None
+        if s.duration is not None and s.time_base is not None:
+            duration = float(s.duration * s.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / 1_000_000  # AV_TIME_BASE
+        return VideoInfo(
+            path=self.path,
+            height=s.codec_context.height,
+            width=s.codec_context.width,
+            fps=float(rate),
+            frame_rate=Fraction(rate),
+            time_base=Fraction(s.time_base) if s.time_base else None,
+            declared_frames=int(s.frames or 0),
+            duration=duration,
+            codec=s.codec_context.name,
+        )
+
+    def frames(self, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[Frame]:
+        """Yield every decodable frame, with `transform` applied to each RGB image.
+
+        One pass per reader: open another `VideoReader` to decode the file again.
+
+        Raises:
+            UserError: If not a single frame can be decoded (raised once the stream is exhausted).
+        """
+        import av
+
+        time_base = self._stream.time_base
+        first_pts = None
+        last_time = -1.0
+        bad_packets = 0
+        ended_early = None
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as err:
+                ended_early = err.strerror or str(err)
+                break
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                bad_packets += 1
+                continue
+            for frame in decoded:
+                if frame.pts is not None and time_base is not None:
+                    first_pts = frame.pts if first_pts is None else first_pts
+                    time = float((frame.pts - first_pts) * time_base)
+                else:
+                    time = self.num_decoded / self.info.fps
+                # Repeated or backward timestamps (broken muxers) must not reorder keyframes.
+                time = max(time, last_time + _EPS) if self.num_decoded else time
+                last_time = time
+                image = frame.to_ndarray(format="rgb24")
+                yield Frame(self.num_decoded, time, frame.pts, transform(image) if transform else image)
+                self.num_decoded += 1
+        self._check_complete(bad_packets, ended_early, last_time)
+
+    def _check_complete(self, bad_packets: int, ended_early: str | None, last_time: float) -> None:
+        n, info = self.num_decoded, self.info
+        if n == 0:
+            raise UserError(f"{self.path}: no decodable video frames")
+        reasons = []
+        if ended_early:
+            reasons.append(f"reading stopped: {ended_early}")
+        if bad_packets:
+            reasons.append(f"{bad_packets} corrupt packet(s) skipped")
+        if info.declared_frames > n:
+            reasons.append(f"the header announces {info.declared_frames} frames")
+        elif not info.declared_frames and info.duration and last_time + 2.5 / info.fps < info.duration:
+            reasons.append(f"the header announces {info.duration:.2f} s")
+        if reasons:
+            self.truncated = True
+            warnings.warn(
+                f"{self.path}: decoded {n} frames ({'; '.join(reasons)}); using what could be decoded",
+                VideoDecodeWarning,
+                stacklevel=3,
+            )
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Header information of a video file without decoding it.
+
+    Raises:
+        UserError: If the file is missing, is not a video, or has no video stream.
+    """
+    with VideoReader(path) as reader:
+        return reader.info
+
+
+@dataclass
+class KeyframeClip:
+    """The frames of one clip, cut around its keyframe.
+
+    Attributes:
+        keyframe: Frame index of the keyframe.
+        time: Keyframe time in seconds: k / rate when sampling at a rate (the nominal time the
+            keyframe stands for), the keyframe's timestamp when sampling every `stride` frames.
+        frame_time: Timestamp of the keyframe frame itself.
+        frame_indices: (T,) frame index of every clip frame after clamping to the video.
+        frames: (T, ...) the clip's frame images, stacked.
+    """
+
+    keyframe: int
+    time: float
+    frame_time: float
+    frame_indices: tuple[int, ...]
+    frames: np.ndarray
+
+
+class _RateKeyframes:
+    """Keyframe k at time k / rate, on the decoded frame nearest to it (ties: the earlier frame)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.k = 0
+        self.prev: tuple[int, float] | None = None
+        self.last_index = -1
+
+    def _emit(self, index: int, out: list[tuple[int, float]]) -> None:
+        if index != self.last_index:  # a rate above the frame rate would repeat frames
+            out.append((index, self.k / self.rate))
+            self.last_index = index
+        self.k += 1
+
+    def push(self, index: int, time: float) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        while self.k / self.rate <= time + _EPS:
+            t = self.k / self.rate
+            nearer_prev = self.prev is not None and t - self.prev[1] <= time - t + _EPS
+            self._emit(self.prev[0] if nearer_prev else index, out)
+        self.prev = (index, time)
+        return out
+
+    def finish(self, end_time: float) -> list[tuple[int, float]]:
+        """Keyframe times after the last frame's timestamp but before the video's end."""
+        out: list[tuple[int, float]] = []
+        while self.prev is not None and self.k / self.rate < end_time - _EPS:
+            self._emit(self.prev[0], out)
+        return out
+
+
+class ClipSampler:
+    """Cut keyframe clips out of a stream of frames with a sliding window.
+
+    The window holds the last ``before + after + 1`` frames (61 for 16 x 4 clips); a clip is cut
+    as soon as the frame `after` frames past its keyframe arrives (or the stream ends), so at most
+    ``after + 1`` frames are read ahead of the keyframe being cut.
+
+    Args:
+        rate: Keyframes per second (exclusive with `stride`).
+        stride: One keyframe every `stride` frames, starting at frame 0.
+        num_frames: Clip length T (16).
+        sampling_rate: Frame step inside a clip (4).
+    """
+
+    def __init__(
+        self,
+        *,
+        rate: float | None = 1.0,
+        stride: int | None = None,
+        num_frames: int = 16,
+        sampling_rate: int = 4,
+    ) -> None:
+        if stride is not None:
+            if stride < 1:
+                raise ValueError(f"stride must be >= 1 frame, got {stride}")
+            rate = None
+        elif rate is None or not rate > 0:
+            raise ValueError(f"rate must be > 0 keyframes per second, got {rate}")
+        if num_frames < 1 or sampling_rate < 1:
+            raise ValueError(f"num_frames and sampling_rate must be >= 1, got {num_frames}, {sampling_rate}")
+        self.rate = rate
+        self.stride = stride
+        # Input index T // 2 is the keyframe: offsets -32, -28, ..., +28 for 16 x 4.
+        self.offsets = tuple((i - num_frames // 2) * sampling_rate for i in range(num_frames))
+        self.before = -self.offsets[0]
+        self.after = self.offsets[-1]
+        self.window = self.before + max(self.after, 0) + 1
+        self.buffer: deque[Frame] = deque(maxlen=self.window)
+        self.max_buffered = 0
+
+    def clips(self, frames: Iterable[Frame]) -> Iterator[KeyframeClip]:
+        """Yield the clip of every keyframe, in order, while consuming `frames`."""
+        self.buffer.clear()
+        selector = _RateKeyframes(self.rate) if self.rate is not None else None
+        pending: deque[tuple[int, float]] = deque()
+        for frame in frames:
+            self.buffer.append(frame)
+            self.max_buffered = max(self.max_buffered, len(self.buffer))
+            if selector is not None:
+                pending.extend(selector.push(frame.index, frame.time))
+            elif frame.index % self.stride == 0:
+                pending.append((frame.index, frame.time))
+            while pending and pending[0][0] + self.after <= frame.index:
+                yield self._cut(*pending.popleft(), last=frame.index)
+        if not self.buffer:
+            return
+        last = self.buffer[-1]
+        if selector is not None:
+            # The last frame lasts as long as the one before it: keyframe times up to there count.
+            step = last.time - self.buffer[-2].time if len(self.buffer) > 1 else 0.0
+            pending.extend(selector.finish(last.time + step))
+        while pending:
+            yield self._cut(*pending.popleft(), last=last.index)
+
+    def _cut(self, keyframe: int, time: float, last: int) -> KeyframeClip:
+        first = self.buffer[0].index
+        indices = tuple(min(max(keyframe + o, 0), last) for o in self.offsets)
+        images = np.stack([self.buffer[i - first].image for i in indices])  # (T, ...)
+        return KeyframeClip(keyframe, time, self.buffer[keyframe - first].time, indices, images)

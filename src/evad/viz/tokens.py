@@ -1,0 +1,177 @@
+"""Which tokens keyframe-centric pruning keeps: the picture of EVAD Fig. 4.
+
+The figure is a grid with one row per stage (the input, then after each pruning layer) and one
+column per temporal slice of the token grid (one frame per tubelet of 2 frames, 8 columns for a
+16-frame clip). Tokens a stage has dropped are dimmed to grey; kept ones stay in colour. The
+keyframe's slice (never pruned) is framed.
+
+Token indices follow the backbone's convention: global flat indices t * h * w + y * w + x of the
+(t, h, w) grid (`BackboneOutput.indices`, the detector's ``kept_indices``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from evad.fileio import write_atomically
+
+_LEFT = 170  # pixels for the row labels
+_TOP = 28  # pixels for the column labels
+_GAP = 4
+_MIN_CELL = 112  # small clips are enlarged so labels and tokens stay legible
+_KEYFRAME_COLOR = (255, 190, 0)  # RGB frame around the keyframe slice
+
+
+@torch.no_grad()
+def trace_kept_tokens(model: nn.Module, clip: Tensor, keep_rate: float | None = None) -> dict:
+    """Run the backbone on one clip and record the surviving tokens after every pruning stage.
+
+    The backbone only returns the final survivors; since pruning up to stage k does not depend on
+    later layers, stage k's survivors are the final ones of a run that prunes at the first k
+    pruning layers only. So this runs the backbone once per stage (eval mode, temporarily
+    shortening ``prune_layers``) and restores it afterwards.
+
+    Args:
+        model: An EVAD detector or its backbone (a `VideoViT`).
+        clip: (3, T, H, W) normalised clip, H and W multiples of the patch size.
+        keep_rate: Keep rate rho; the backbone's default if None.
+
+    Returns:
+        ``{"stage_indices": [(N,), (M1,), ...] global indices of the input and each stage,
+        "grid": (t, h, w), "num_tokens": [N, M1, ...]}``, the input for `render_kept_tokens`.
+    """
+    backbone = getattr(model, "backbone", model)
+    clips = clip.unsqueeze(0).to(next(backbone.parameters()).device)  # (1, 3, T, H, W)
+    was_training, layers = backbone.training, backbone.prune_layers
+    backbone.eval()
+    try:
+        full = backbone(clips, keep_rate=keep_rate)
+        t, h, w = full.grid
+        stages = [torch.arange(t * h * w)]
+        pruned_stages = len(full.num_tokens) - 1
+        if backbone.pruning == "random":  # one random draw before the encoder, nothing to replay
+            stages.append(full.indices[0].cpu())
+        else:
+            for k in range(1, pruned_stages + 1):
+                backbone.prune_layers = layers[:k]
+                stages.append(backbone(clips, keep_rate=keep_rate).indices[0].cpu())
+    finally:
+        backbone.prune_layers = layers
+        backbone.train(was_training)
+    return {"stage_indices": stages, "grid": full.grid, "num_tokens": list(full.num_tokens)}
+
+
+@dataclass
+class TokenGrid:
+    """The rendered figure and its layout.
+
+    Attributes:
+        image: (height, width, 3) uint8 RGB figure.
+        row_labels: One label per row (stage).
+        num_columns: Temporal slices shown.
+        cell: (height, width) of one frame cell in pixels.
+    """
+
+    image: np.ndarray
+    row_labels: list[str]
+    num_columns: int
+    cell: tuple[int, int]
+
+    def origin(self, row: int, column: int) -> tuple[int, int]:
+        """(y, x) pixel of the top-left corner of a cell."""
+        return _TOP + row * (self.cell[0] + _GAP), _LEFT + column * (self.cell[1] + _GAP)
+
+
+def _stage_indices(outputs: dict, batch_index: int) -> list[Tensor]:
+    if "stage_indices" in outputs:
+        return [torch.as_tensor(i).reshape(-1) for i in outputs["stage_indices"]]
+    t, h, w = outputs["grid"]
+    kept = torch.as_tensor(outputs["kept_indices"])
+    kept = kept[batch_index] if kept.ndim == 2 else kept
+    return [torch.arange(t * h * w), kept]
+
+
+def _frames(clip: Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(3, T, H, W) normalised clip -> (T, H, W, 3) uint8 RGB."""
+    x = torch.as_tensor(clip).detach().float().cpu()
+    x = x * torch.tensor(std).view(3, 1, 1, 1) + torch.tensor(mean).view(3, 1, 1, 1)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).numpy()  # (3, T, H, W) -> (T, H, W, 3)
+
+
+def _dim(image: np.ndarray) -> np.ndarray:
+    """Grey, darkened version of an RGB image: dropped tokens."""
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat((40 + 0.35 * grey)[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def render_kept_tokens(
+    clip: Tensor | np.ndarray,
+    outputs: dict,
+    path: str | Path | None,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+    *,
+    batch_index: int = 0,
+) -> TokenGrid:
+    """Draw which tokens survive each pruning stage (EVAD Fig. 4) and save it as PNG.
+
+    Args:
+        clip: (3, T, H, W) normalised clip as given to the model (padding included).
+        outputs: `trace_kept_tokens`'s dict (every stage), or the detector's output dict, of which
+            only ``kept_indices`` (row `batch_index`) and ``grid`` are used: then the rows are just
+            the input and the final survivors.
+        path: PNG file to write (atomically); nothing is written if None.
+        mean, std: The normalisation to undo.
+        batch_index: Which clip of a batched ``kept_indices`` the picture is about.
+
+    Returns:
+        The figure and its layout.
+    """
+    t, h, w = (int(v) for v in outputs["grid"])
+    stages = _stage_indices(outputs, batch_index)
+    frames = _frames(clip, mean, std)  # (T, H, W, 3)
+    T, H, W = frames.shape[:3]
+    tubelet = T // t
+    scale = max(1, -(-_MIN_CELL // min(H, W)))  # ceil: enlarge small clips by an integer factor
+    cell = (H * scale, W * scale)
+    labels = ["input"] + [f"after pruning {k}" for k in range(1, len(stages))]
+    counts = [len(s) for s in stages]
+    height = _TOP + len(stages) * (cell[0] + _GAP)
+    width = _LEFT + t * (cell[1] + _GAP)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    figure = TokenGrid(canvas, labels, t, cell)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for col in range(t):
+        text = f"t={col}" + (" (key)" if col == t // 2 else "")
+        cv2.putText(canvas, text, (_LEFT + col * (cell[1] + _GAP) + 2, _TOP - 9), font, 0.45, (0, 0, 0), 1)
+    for row, indices in enumerate(stages):
+        kept = np.zeros(t * h * w, bool)
+        kept[indices.long().numpy()] = True
+        kept = kept.reshape(t, h, w)
+        cv2.putText(canvas, labels[row], (6, figure.origin(row, 0)[0] + 20), font, 0.5, (0, 0, 0), 1)
+        cv2.putText(
+            canvas, f"{counts[row]} tokens", (6, figure.origin(row, 0)[0] + 42), font, 0.45, (80,) * 3, 1
+        )
+        for col in range(t):
+            frame = frames[col * tubelet]
+            mask = np.kron(kept[col], np.ones((H // h, W // w), bool))  # (h, w) -> (H, W) by patch
+            shown = np.where(mask[..., None], frame, _dim(frame))
+            shown = cv2.resize(shown, (cell[1], cell[0]), interpolation=cv2.INTER_NEAREST)
+            y, x = figure.origin(row, col)
+            canvas[y : y + cell[0], x : x + cell[1]] = shown
+            if col == t // 2:
+                cv2.rectangle(canvas, (x, y), (x + cell[1] - 1, y + cell[0] - 1), _KEYFRAME_COLOR, 2)
+    if path is not None:
+        ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError("OpenCV could not encode the token figure as PNG")
+        write_atomically(path, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+    return figure

@@ -1,0 +1,171 @@
+"""detect_video and `evad detect` with the tiny random model on tiny videos."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import evad
+from evad.cli import detect as detect_cli
+from evad.errors import UserError
+from evad.inference import VideoDecodeWarning, detect_video
+from evad.inference.detect import OUTPUT_FILES, clips_to_batch
+from evad.inference.video import KeyframeClip
+
+NAMES, IDS = ["stand", "sit", "walk"], [1, 2, 5]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return evad.create_model("tiny", num_classes=len(IDS))
+
+
+def _detect(model, video, out, **kwargs):
+    kwargs = {"person_threshold": 0.0, "short_side": 64, "progress": False, **kwargs}
+    return detect_video(model, video, out, NAMES, IDS, **kwargs)
+
+
+def _read_back(path):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        return stream.average_rate, stream.codec_context.name, frames
+
+
+def test_writes_csv_json_and_an_annotated_video_like_the_input(model, video, tmp_path):
+    out = tmp_path / "out"
+    result = _detect(model, video, out, action_threshold=0.3)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)  # no temporary files left
+    assert result.num_frames == 70 and result.codec == "libx264" and not result.truncated
+
+    rate, codec, frames = _read_back(result.video_path)
+    assert (rate, codec, len(frames), frames[0].shape) == (30, "h264", 70, (64, 80, 3))
+
+    doc = json.loads(result.json_path.read_text())
+    assert [k["frame"] for k in doc["keyframes"]] == [0, 30, 60]
+    assert [k["time"] for k in doc["keyframes"]] == [0.0, 1.0, 2.0]
+    assert doc["classes"] == [{"id": i, "name": n} for i, n in zip(IDS, NAMES, strict=True)]
+    detections = [d for k in doc["keyframes"] for d in k["detections"]]
+    assert len(detections) == result.num_detections == 3 * 10  # threshold 0: every proposal of the tiny model
+    for d in detections:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 80 and 0 <= y1 <= y2 <= 64
+        assert d["box_normalized"] == pytest.approx([x1 / 80, y1 / 64, x2 / 80, y2 / 64], abs=1e-6)
+        assert d["track_id"] >= 1 and 0 <= d["person_score"] <= 1
+        scores = [a["score"] for a in d["actions"]]
+        assert scores == sorted(scores, reverse=True) and all(s >= 0.3 for s in scores)
+        assert {a["id"] for a in d["actions"]} <= set(IDS)
+
+    rows = list(csv.reader(result.csv_path.open()))
+    assert len(rows) == result.num_detections * len(IDS)  # every class of every box
+    assert {r[0] for r in rows} == {"clip"} and {float(r[1]) for r in rows} == {0.0, 1.0, 2.0}
+    assert {int(r[6]) for r in rows} == set(IDS)
+    assert all(0 <= float(v) <= 1 for r in rows for v in r[2:6] + r[7:])
+
+
+def test_boxes_are_drawn_and_held_until_the_next_keyframe(model, video, tmp_path):
+    result = _detect(model, video, tmp_path / "out", stride=20)
+    assert [k.frame for k in result.keyframes] == [0, 20, 40, 60]
+    _, _, frames = _read_back(result.video_path)
+    grey = np.full((64, 80, 3), 3, np.uint8) * np.arange(70)[:, None, None, None].astype(np.uint8)
+    changed = [np.abs(f.astype(int) - g).max() > 40 for f, g in zip(frames, grey, strict=True)]
+    assert all(changed)  # every frame carries the boxes of its latest keyframe
+
+
+def test_existing_results_without_overwrite_fail_before_the_model_runs(model, video, tmp_path):
+    out = tmp_path / "out"
+    _detect(model, video, out)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(UserError, match="already holds"):
+            _detect(model, video, out)
+    finally:
+        handle.remove()
+    assert calls == []
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+    _detect(model, video, out, overwrite=True)  # allowed when asked
+
+
+def test_bad_inputs_are_user_errors_and_create_nothing(model, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    for path, message in [(tmp_path / "missing.mp4", "no such video file"), (text, "not a readable video")]:
+        with pytest.raises(UserError, match=message):
+            _detect(model, path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_video_gives_results_for_the_frames_it_has(model, make_video, tmp_path):
+    path = make_video(tmp_path / "full.mp4", num_frames=60, noise=True, faststart=True)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.warns(VideoDecodeWarning):
+        result = _detect(model, cut, tmp_path / "out")
+    assert result.truncated and 0 < result.num_frames < 60
+    assert len(_read_back(result.video_path)[2]) == result.num_frames
+    assert json.loads(result.json_path.read_text())["truncated"] is True
+
+
+def test_odd_sized_video_keeps_its_resolution(model, make_video, tmp_path):
+    path = make_video(tmp_path / "odd.mp4", num_frames=12, size=(45, 61))
+    result = _detect(model, path, tmp_path / "out")
+    _, _, frames = _read_back(result.video_path)
+    assert len(frames) == 12 and frames[0].shape == (45, 61, 3)
+
+
+def test_falls_back_to_mpeg4_without_h264(model, make_video, tmp_path, monkeypatch):
+    from evad.inference import detect
+
+    monkeypatch.setattr(detect, "has_libx264", lambda: False)
+    # MPEG-TS input: its 1/90000 time base does not fit MPEG-4 part 2 and must be replaced.
+    path = make_video(tmp_path / "v.ts", num_frames=12, size=(45, 61), container_format="mpegts")
+    with pytest.warns(UserWarning, match="no H.264 encoder"):
+        result = _detect(model, path, tmp_path / "out")
+    rate, codec, frames = _read_back(result.video_path)
+    assert (result.codec, codec, rate, len(frames), frames[0].shape) == (
+        "mpeg4",
+        "mpeg4",
+        30,
+        12,
+        (45, 61, 3),
+    )
+
+
+def test_clips_are_normalised_and_padded_to_a_multiple_of_32():
+    frames = np.full((16, 40, 50, 3), 255, np.uint8)
+    batch = clips_to_batch([KeyframeClip(0, 0.0, 0.0, (0,) * 16, frames)], (0.45,) * 3, (0.225,) * 3)
+    assert batch.shape == (1, 3, 16, 64, 64)
+    assert batch[0, :, :, :40, :50].allclose(torch.tensor((1 - 0.45) / 0.225))
+    assert batch[0, :, :, 40:].abs().max() == 0 and batch[0, :, :, :, 50:].abs().max() == 0
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser()
+    detect_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["detect", *argv])
+    return args.func(args)
+
+
+def test_cli_writes_one_subfolder_per_video(make_video, tmp_path, capsys):
+    a = make_video(tmp_path / "a.mp4", num_frames=8)
+    b = make_video(tmp_path / "b.mp4", num_frames=8)
+    common = ["--model", "tiny", "--num-classes", "2", "--short-side", "32", "--no-progress"]
+    assert _cli([str(a), str(b), "--out", str(tmp_path / "out"), *common]) == 0
+    for stem in ("a", "b"):
+        assert sorted(p.name for p in (tmp_path / "out" / stem).iterdir()) == sorted(OUTPUT_FILES)
+    assert "random weights" in capsys.readouterr().err
+    with pytest.raises(UserError, match="already holds"):
+        _cli([str(a), "--out", str(tmp_path / "out" / "a"), *common])
+    with pytest.raises(UserError, match="share the output folder"):
+        _cli([str(a), str(tmp_path / "x" / "a.mp4"), "--out", str(tmp_path / "o"), *common])
