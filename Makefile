@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/evad demo
+	$(VENV)/bin/evad demo --out demo-output --overwrite
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -273,3 +273,13 @@ def test_processes_get_disjoint_shares(cfg: DataConfig, monkeypatch: pytest.Monk
     assert len(seen["train"][0]) == len(seen["train"][1]) == 2
     assert seen["train"][0] | seen["train"][1] == set(train.keyframes)
     assert seen["val"] == [val.keyframes[:1], val.keyframes[1:]]
+
+
+def test_sampling_rate_zero_repeats_the_keyframe(cfg: DataConfig) -> None:
+    # The keyframe-only ablation: 16 copies of the keyframe, same shape as a real clip.
+    data = build_dataset(replace(cfg, sampling_rate=0), "val")
+    frames = data.clip_frame_numbers(0)
+    assert len(frames) == cfg.num_frames
+    assert set(frames.tolist()) == {frames[cfg.num_frames // 2]}
+    clip = data[0]["clip"]
+    assert torch.equal(clip, clip[:, :1].expand_as(clip))

@@ -1,70 +1,49 @@
-"""`evad demo`: the main job on built-in data.
-
-The synthetic-benchmark training demo belongs to the data/training work (issue 3). Until it lands,
-this command says so and runs the tiny detector end to end instead: a forward pass on a random clip,
-a few optimisation steps of detector + criterion on one synthetic batch, and post-processing.
-"""
+"""`evad demo`: synthetic benchmark -> CPU training -> frame-mAP -> detection -> report (see evad.demo)."""
 
 from __future__ import annotations
 
 import argparse
-import time
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run the tiny detector end to end on built-in data")
-    parser.add_argument("--steps", type=int, default=30, help="optimisation steps on the synthetic batch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = subparsers.add_parser(
+        "demo",
+        help="train and evaluate the tiny detector on the built-in synthetic benchmark",
+        description="Generate the synthetic benchmark, train the tiny EVAD preset on the CPU, score "
+        "frame-mAP@0.5 on held-out videos, run detection on one of them and write OUT/report.json "
+        "and a self-contained OUT/report.html.",
+    )
+    parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    parser.add_argument("--videos", type=int, default=32, help="synthetic videos, a quarter held out (32)")
+    parser.add_argument("--seconds", type=int, default=16, help="length of each synthetic video (16)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark and the training (0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="changes to the recipe, e.g. train.epochs=4"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from evad.demo import DemoSettings, run_demo
 
-    import evad
-    from evad.models import build_criterion, build_postprocess
-
-    print("evad demo: training on the synthetic benchmark is not available yet;")
-    print("running the tiny EVAD detector end to end on one synthetic batch instead.\n")
-    torch.manual_seed(args.seed)
-    cfg = evad.get_config("tiny", num_classes=5)
-    model = evad.create_model("tiny", num_classes=5)
-    criterion = build_criterion(cfg)
-    clips = torch.randn(2, 3, 16, 64, 64)
-    targets = [
-        {"boxes": torch.tensor([[10.0, 8.0, 40.0, 60.0]]), "labels": torch.tensor([[1.0, 0, 1, 0, 0]])},
-        {
-            "boxes": torch.tensor([[5.0, 5.0, 30.0, 30.0], [30.0, 20.0, 60.0, 62.0]]),
-            "labels": torch.tensor([[0.0, 1, 0, 0, 0], [0, 0, 0, 1, 1]]),
-        },
-    ]
-    params = sum(p.numel() for p in model.parameters())
-    print(f"model: tiny preset, {params / 1e3:.0f}k parameters, keep rate {model.backbone.keep_rate}")
-
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model.train()
-    start = time.perf_counter()
-    for step in range(args.steps):
-        out = model(clips)
-        loss = criterion.weighted_total(criterion(out, targets))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step == 0:
-            first = loss.item()
-            print(f"tokens per pruning stage: {' -> '.join(map(str, out['num_tokens']))}")
-        if step % 10 == 0 or step == args.steps - 1:
-            print(f"step {step:3d}  loss {loss.item():.3f}")
-    elapsed = time.perf_counter() - start
-    print(f"loss {first:.3f} -> {loss.item():.3f} in {args.steps} steps ({elapsed:.1f} s)")
-
-    model.eval()
-    with torch.no_grad():
-        detections = build_postprocess(cfg)(model(clips))
-    for b, det in enumerate(detections):
-        print(f"clip {b}: {len(det)} person box(es) kept at threshold {cfg.person_threshold}")
-        for box, score, actions in zip(det.boxes, det.person_scores, det.action_scores, strict=True):
-            top = actions.argmax().item()
-            coords = ", ".join(f"{v:.0f}" for v in box.tolist())
-            print(f"  [{coords}] person {score:.2f}  top action {top} ({actions[top]:.2f})")
+    settings = DemoSettings(
+        out=Path(args.out),
+        videos=args.videos,
+        seconds=args.seconds,
+        seed=args.seed,
+        overrides=(f"train.seed={args.seed}", *args.overrides),
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    report = run_demo(settings)
+    print()
+    print(f"frame-mAP@0.5 on held-out videos: {report['frame_mAP']:.3f}")
+    for kind, ap in report["group_mAP"].items():
+        print(f"  {kind:12s} classes: {ap:.3f}")
+    minutes, total = report["train_minutes"], report["total_minutes"]
+    print(f"training: {minutes:.1f} min, {report['steps']} steps; whole demo {total:.1f} min")
+    print(f"report: {settings.out / 'report.html'} (and report.json)")
     return 0

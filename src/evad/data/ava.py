@@ -30,6 +30,7 @@ class AvaDataset(ClipDataset):
     Attributes:
         groundtruth_csv, labelmap_path, exclusions_csv: Absolute paths of the inputs (exclusions
             may be None), for building an `AvaEvaluator` of the same data.
+        eval_labelmap_path: The label map whose classes are scored (default: `labelmap_path`).
         class_ids: AVA action id of each label column (sorted).
         keyframes: (video, second) of each item.
 
@@ -42,6 +43,7 @@ class AvaDataset(ClipDataset):
             keyframe of the CSV (the evaluator scores against it).
         exclusions: Optional excluded-timestamps CSV; excluded keyframes are not used.
         classes: Keep only these action ids (label columns, boxes); None keeps the label map's.
+        eval_labelmap: Label map of the classes to score, if not all of `labelmap`'s.
         fps: Frame rate of the frames.
         timestamp_start: Second of frame 1 (900 for the 15-minute AVA cut).
         num_frames, sampling_rate: Clip length and stride.
@@ -57,6 +59,7 @@ class AvaDataset(ClipDataset):
         split: str = "train",
         exclusions: str | os.PathLike | None = None,
         classes: Sequence[int] | None = None,
+        eval_labelmap: str | os.PathLike | None = None,
         fps: float = 30.0,
         timestamp_start: int = 900,
         num_frames: int = 16,
@@ -65,6 +68,8 @@ class AvaDataset(ClipDataset):
         self.groundtruth_csv = Path(annotations).absolute()
         self.labelmap_path = Path(labelmap).absolute()
         self.exclusions_csv = None if exclusions is None else Path(exclusions).absolute()
+        scored = labelmap if eval_labelmap is None else eval_labelmap
+        self.eval_labelmap_path = Path(scored).absolute()
         names = read_labelmap(labelmap)
         if classes is None:
             class_ids = sorted(names)

@@ -79,6 +79,7 @@ def build_dataset(cfg: DataConfig, split: str) -> AvaDataset | TubeDataset:
             _path(cfg, cfg.train_annotations if train else cfg.val_annotations, f"{split}_annotations"),
             _path(cfg, cfg.labelmap, "labelmap"),
             exclusions=None if exclusions is None else _path(cfg, exclusions, f"{split}_exclusions"),
+            eval_labelmap=cfg.eval_labelmap and _path(cfg, cfg.eval_labelmap, "eval_labelmap"),
             fps=cfg.fps,
             timestamp_start=cfg.timestamp_start,
             **common,

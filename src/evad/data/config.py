@@ -27,12 +27,16 @@ class DataConfig:
         video_template: File name of `video` inside `videos`.
         train_annotations, val_annotations: AVA CSVs (format "ava").
         train_exclusions, val_exclusions: Optional AVA excluded-timestamps CSVs.
-        labelmap: AVA label map .pbtxt (format "ava").
+        labelmap: AVA label map .pbtxt (format "ava"): every action id of the CSVs must be in it.
+        eval_labelmap: Score only this label map's classes (AVA: train on the 80 classes of
+            ava_action_list_v2.2.pbtxt as the official model does, score the 60 of the ActivityNet
+            label map); None scores every trained class.
         groundtruth: UCF101-24 / JHMDB ground-truth pickle (formats "ucf24", "jhmdb").
         split: JHMDB split (1, 2 or 3); ignored for UCF101-24 (one split).
         fps: Frame rate of the frame folders (AVA: 30).
         timestamp_start: AVA second of frame 1 (900 for the 15-minute cut; 0 for the synthetic set).
-        num_frames, sampling_rate: Clip length and stride (16x4: offsets -32 ... +28).
+        num_frames, sampling_rate: Clip length and stride (16x4: offsets -32 ... +28). Stride 0
+            repeats the keyframe: a keyframe-only input with the same shape (an ablation).
         classes: Train and evaluate on this subset of class ids (AVA ids, or 1-based tube labels);
             None keeps every class of the label map / pickle.
         train_short_side: Short-side sizes to draw from in training (several = scale jitter).
@@ -57,6 +61,7 @@ class DataConfig:
     train_exclusions: str | None = None
     val_exclusions: str | None = None
     labelmap: str | None = None
+    eval_labelmap: str | None = None
     groundtruth: str | None = None
     split: int = 1
     fps: float = 30.0

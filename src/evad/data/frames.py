@@ -360,7 +360,8 @@ class ClipDataset(Dataset):
         class_ids: Class id of each label column.
         class_names: Name of each label column.
         num_frames: Clip length T.
-        sampling_rate: Frames between clip frames.
+        sampling_rate: Frames between clip frames; 0 repeats the keyframe (a keyframe-only input,
+            for ablations).
         normalized_boxes: Boxes are fractions of the frame size (AVA) rather than pixels.
     """
 
@@ -379,9 +380,9 @@ class ClipDataset(Dataset):
         sampling_rate: int = 4,
         normalized_boxes: bool = False,
     ) -> None:
-        if num_frames < 1 or sampling_rate < 1:
+        if num_frames < 1 or sampling_rate < 0:
             raise UserError(
-                f"num_frames and sampling_rate must be positive, got {num_frames}, {sampling_rate}"
+                f"num_frames must be positive and sampling_rate >= 0, got {num_frames}, {sampling_rate}"
             )
         self.split = split
         self.class_ids = [int(c) for c in class_ids]

@@ -1,0 +1,250 @@
+"""The main job on built-in data: synthetic benchmark -> training -> frame-mAP -> detection -> report.
+
+`evad demo --out demo-output` (what `make demo` runs) needs nothing but the package:
+
+1. `evad.data.synthetic.generate` writes the synthetic benchmark (AVA and UCF layouts) to
+   `OUT/data`, or reuses one written there earlier with the same settings.
+2. `evad.engine.train.train` trains the tiny preset with the packaged `synthetic_tiny.yaml` recipe
+   on the CPU (checkpoints, `log.jsonl` and TensorBoard scalars in `OUT/train`).
+3. The last evaluation scores frame-mAP@0.5 on the held-out videos with the AVA protocol.
+4. One held-out video is encoded as MP4 and run through `evad.inference.detect_video`
+   (`OUT/detect`: annotated MP4, JSON, CSV).
+5. `OUT/report.json` and a self-contained `OUT/report.html` (annotated clip, per-class AP chart,
+   loss curve, kept-token picture).
+
+The output folder is the demo's own: a folder holding a finished demo is replaced only with
+`overwrite`, and a non-empty folder that is not a demo's is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from evad.errors import UserError
+from evad.fileio import write_json_atomically
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+# What a demo writes; only these are removed when a finished demo is replaced.
+DEMO_OUTPUTS = (
+    "data",
+    "train",
+    "detect",
+    "heldout.mp4",
+    "per_class_ap.png",
+    "tokens.png",
+    REPORT_JSON,
+    REPORT_HTML,
+)
+
+
+@dataclass
+class DemoSettings:
+    """What `evad demo` can change (the training recipe itself is `configs/synthetic_tiny.yaml`)."""
+
+    out: Path
+    videos: int = 32
+    seconds: int = 16
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    overwrite: bool = False
+    progress: bool = True
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a config shipped in `evad/configs` (also the repository's `configs/`)."""
+    path = Path(str(resources.files("evad") / "configs" / name))
+    if not path.is_file():
+        raise UserError(f"{path}: packaged config not found (is the package installed completely?)")
+    return path
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder that is not a demo's, and a finished demo without `overwrite`."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    entries = {p.name for p in out.iterdir()}
+    foreign = sorted(entries - set(DEMO_OUTPUTS))
+    if foreign:
+        raise UserError(
+            f"{out}: holds files the demo did not write ({', '.join(foreign[:3])}); choose another --out"
+        )
+    if REPORT_JSON in entries and not overwrite:
+        raise UserError(f"{out}: holds a finished demo; pass --overwrite to run it again")
+
+
+def _prepare_data(settings: DemoSettings) -> Path:
+    from evad.data.synthetic import SynthConfig, generate
+
+    root = settings.out / "data"
+    wanted = {"num_videos": settings.videos, "seed": settings.seed, "seconds": settings.seconds}
+    meta = root / "synth.json"
+    if meta.is_file():
+        found = json.loads(meta.read_text(encoding="utf-8"))
+        have = {"num_videos": found.get("num_videos"), "seed": found.get("seed")}
+        have["seconds"] = found.get("config", {}).get("seconds")
+        if have == wanted:
+            print(f"[1/5] reusing the synthetic benchmark in {root}")
+            return root
+    print(f"[1/5] generating the synthetic benchmark: {settings.videos} videos of {settings.seconds} s")
+    summary = generate(
+        root,
+        num_videos=settings.videos,
+        seed=settings.seed,
+        config=SynthConfig(seconds=settings.seconds),
+        overwrite=True,
+        progress=settings.progress,
+    )
+    print(f"      {summary.seconds_taken:.0f} s, written to {root}")
+    return root
+
+
+def _encode_video(frame_dir: Path, path: Path, fps: int) -> None:
+    """The JPEG frames of one video as an H.264 MP4 (what a user would feed `evad detect`)."""
+    import av
+    import cv2
+
+    files = sorted(frame_dir.glob("*.jpg"))
+    first = cv2.imread(str(files[0]))
+    height, width = first.shape[:2]
+    tmp = path.with_name(f".{path.name}.partial")
+    with av.open(str(tmp), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = width - width % 2, height - height % 2
+        stream.pix_fmt = "yuv420p"
+        for file in files:
+            rgb = cv2.imread(str(file))[: stream.height, : stream.width, ::-1]
+            for packet in stream.encode(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            ):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
+
+
+def _loss_curve(log: Path) -> list[tuple[float, float]]:
+    points = []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("type", "train") == "train" and "loss" in record:
+            points.append((float(record["step"]), float(record["loss"])))
+    return points
+
+
+def _class_groups(per_class: dict[str, float]) -> dict[str, float]:
+    from evad.data.synthetic import SYNTH_CLASSES
+
+    groups: dict[str, list[float]] = {}
+    for c in SYNTH_CLASSES:
+        if str(c.id) in per_class:
+            groups.setdefault(c.kind, []).append(per_class[str(c.id)])
+    return {kind: float(np.mean(aps)) for kind, aps in groups.items()}
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run the whole demo; returns what `report.json` holds."""
+    import torch
+
+    from evad.config import load_config
+    from evad.engine.train import train
+    from evad.evaluation.ava import plot_per_class_ap
+    from evad.inference.detect import detect_video
+    from evad.viz.report import write_report_html
+    from evad.viz.tokens import render_kept_tokens, trace_kept_tokens
+
+    started = time.perf_counter()
+    out = settings.out
+    check_output(out, settings.overwrite)
+    for name in DEMO_OUTPUTS:  # a finished demo being replaced: its results go, its data stays
+        if name != "data" and (out / name).exists():
+            shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    root = _prepare_data(settings)
+
+    overrides = [f"data.root={root}", f"output_dir={out / 'train'}", *settings.overrides]
+    config = load_config(packaged_config("synthetic_tiny.yaml"), overrides)
+    print(f"[2/5] training the {config.model.preset} preset on the CPU ({config.train.epochs} epochs)")
+    train_start = time.perf_counter()
+    result = train(config, overwrite=True, progress=settings.progress)
+    train_minutes = (time.perf_counter() - train_start) / 60
+    model = result["model"].eval()
+    if result["metrics"] is None or result["metrics"].get("report") is None:
+        raise RuntimeError("training ended without an evaluation; check train.eval_every")
+    report_metrics = result["metrics"]["report"]  # also in OUT/train/eval/metrics.json
+    print(f"[3/5] frame-mAP@0.5 on the held-out videos: {report_metrics['mAP']:.3f}")
+    plot_per_class_ap(out / "per_class_ap.png", report_metrics)
+
+    from evad.data.build import build_dataset
+
+    val = build_dataset(config.data, "val")
+    video = val.keyframes[0][0]
+    print(f"[4/5] detecting actions in held-out video {video}")
+    _encode_video(root / "frames" / video, out / "heldout.mp4", int(config.data.fps))
+    detected = detect_video(
+        model,
+        out / "heldout.mp4",
+        out / "detect",
+        val.class_names,
+        val.class_ids,
+        short_side=config.data.test_short_side,
+        person_threshold=config.eval.person_threshold or 0.7,
+        progress=settings.progress,
+    )
+    with torch.no_grad():
+        item = val[len(val) // 2]
+        from evad.data.collate import collate
+
+        batch = collate([item], config.data.size_divisor)
+        traced = trace_kept_tokens(model, batch.clips[0])
+    render_kept_tokens(batch.clips[0], traced, out / "tokens.png", config.data.mean, config.data.std)
+
+    per_class = report_metrics["per_class"]
+    report = {
+        "frame_mAP": report_metrics["mAP"],
+        "per_class": per_class,
+        "class_names": report_metrics.get("class_names", {}),
+        "group_mAP": _class_groups(per_class),
+        "motion_mAP": _class_groups(per_class).get("motion"),
+        "train_minutes": round(train_minutes, 2),
+        "total_minutes": None,
+        "steps": result["global_step"],
+        "epochs": result["epochs"],
+        "keep_rate": model.backbone.keep_rate,
+        "tokens_per_stage": traced["num_tokens"],
+        "detected_keyframes": len(detected.keyframes),
+        "detections": detected.num_detections,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "config": yaml.safe_load(yaml.safe_dump(config.to_dict())),
+    }
+    report["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
+    print("[5/5] writing the report")
+    write_report_html(
+        out / REPORT_HTML,
+        title="evad demo: EVAD (tiny) on the synthetic benchmark",
+        metrics=report_metrics,
+        per_class_png=out / "per_class_ap.png",
+        loss_curve=_loss_curve(Path(config.output_dir) / "log.jsonl"),
+        tokens_png=out / "tokens.png",
+        video_mp4=detected.video_path,
+        extra_rows={
+            "training minutes": report["train_minutes"],
+            "optimizer steps": report["steps"],
+            "keep rate": report["keep_rate"],
+            "tokens per stage": " -> ".join(map(str, report["tokens_per_stage"])),
+            **{f"mAP ({kind} classes)": ap for kind, ap in report["group_mAP"].items()},
+        },
+    )
+    write_json_atomically(out / REPORT_JSON, report)
+    return report

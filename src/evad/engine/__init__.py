@@ -1,0 +1,1 @@
+"""Training and evaluation loops (DETR-style plain functions), checkpoints, optimisation, DDP."""

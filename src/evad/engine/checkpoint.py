@@ -1,0 +1,158 @@
+"""Training checkpoints: what is stored, atomic writes and `weights_only` loading.
+
+Files in the output directory:
+
+- ``last.pt``: the full training state after the latest finished epoch (every
+  `train.checkpoint_every` epochs and after the last): model, optimizer, scheduler, gradient
+  scaler, epochs done, global step, best metric, the config and the RNG states. `--resume` reads it.
+- ``best.pt``: the model, config and metrics of the evaluation with the best frame-mAP so far
+  (no optimizer state: it is what `evad eval` and fine-tuning read).
+- ``config.yaml``: the config of the run, readable by `evad train --config` / `evad eval`.
+
+Everything stored is tensors, numbers, strings, lists and dicts, so `torch.load(weights_only=True)`
+reads it: no pickled code runs when a checkpoint is opened. Writes go to a temporary file in the
+same directory and are renamed over the target, so an interrupted save never leaves a truncated
+checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from evad.errors import UserError
+from evad.fileio import write_atomically
+
+FORMAT = "evad-checkpoint"
+VERSION = 1
+LAST = "last.pt"
+BEST = "best.pt"
+CONFIG = "config.yaml"
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
+    """Write `state` (plus the format marker) to `path` atomically."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an evad checkpoint on the CPU with `weights_only=True`.
+
+    Raises:
+        UserError: If the file cannot be read, is not a torch file, holds anything but tensors
+            and plain containers, or is not an evad checkpoint (naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read checkpoint: {err.strerror or err}") from None
+    except Exception as err:  # any corrupt or foreign file: zip, pickle or weights_only errors
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
+        raise UserError(
+            f"{path}: not an evad checkpoint (expected a dict with format {FORMAT!r} and 'model')"
+        )
+    return state
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of `model`, unwrapped from DistributedDataParallel."""
+    return unwrap(model).state_dict()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load a full state dict strictly; a mismatch is a UserError naming `source`."""
+    try:
+        unwrap(model).load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
+        raise UserError(f"{source}: weights do not fit the configured model: {detail}") from None
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Initialise `model` from an evad checkpoint or a plain state dict with evad's names.
+
+    Tensors whose name or shape does not fit are skipped (e.g. an action classifier trained on
+    another class count); nothing fitting at all is an error.
+
+    Returns:
+        The names left at their initial values, and the stored names not used.
+
+    Raises:
+        UserError: For an unreadable file or one sharing no tensor with the model.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read pretrained weights: {err.strerror or err}") from None
+    except Exception as err:
+        raise UserError(f"{path}: not a readable weights file ({type(err).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict")
+    own = unwrap(model).state_dict()
+    fitting = {
+        k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape
+    }
+    if not fitting:
+        raise UserError(
+            f"{path}: no tensor matches the model's parameter names and shapes (official EVAD and "
+            "VideoMAE files must be converted to evad's names first)"
+        )
+    unwrap(model).load_state_dict(fitting, strict=False)
+    return sorted(set(own) - set(fitting)), sorted(set(state) - set(fitting))
+
+
+# ----------------------------------------------------------------------------------------------
+# Random number generators
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch CPU and CUDA generator states as tensors and plain values."""
+    version, internal, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002 (the global generator's)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": name,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` returned (CUDA states only where CUDA is available)."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    key = npy["key"].numpy().astype(np.uint32)
+    legacy = (npy["name"], key, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    np.random.set_state(legacy)  # noqa: NPY002 (the global generator's)
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

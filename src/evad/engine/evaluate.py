@@ -1,0 +1,434 @@
+"""Inference over a validation loader and scoring with the official protocols (SPEC sections 10-11).
+
+`run_inference` turns batches into per-keyframe detections (boxes in original-frame pixels and
+normalised, person and action scores); `evaluate` gathers them on rank 0 and scores them:
+
+- AVA-format datasets (with `groundtruth_csv`, `labelmap_path`, `exclusions_csv`): frame-mAP of
+  `evaluation.ava.AvaEvaluator` over the label map's classes that the dataset trains
+  (`dataset.class_ids`), with the three group means. Files: ``detections.csv`` in the
+  `evad evaluate ava` layout (video, second, normalised x1 y1 x2 y2, action id, score) and
+  ``metrics.json`` as `evad evaluate ava --json` writes it.
+- Tube datasets (UCF101-24 / JHMDB, with `groundtruth`): frame-mAP and video-mAP of
+  `evaluation.tubes.evaluate_tubes`. Files: ``detections.csv`` in the `evad evaluate tubes`
+  layout (video, frame, x1 y1 x2 y2 in original pixels, 0-based label = class id - 1, score) and
+  ``metrics.json`` as `evad evaluate tubes --json` writes it. When the dataset trains a subset of
+  the classes, the means are over that subset.
+
+Each detection contributes one row per class with the class's sigmoid score (not multiplied by the
+person score, as in the official model). Re-scoring the written CSV with `evad evaluate` gives the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from evad.config import Config, config_from_dict, load_config
+from evad.engine import checkpoint as ckpt
+from evad.engine import distributed
+from evad.engine.checkpoint import unwrap
+from evad.errors import UserError
+from evad.fileio import write_atomically, write_json_atomically
+from evad.models.factory import ModelConfig, build_model
+from evad.models.postprocess import PostProcess
+
+logger = logging.getLogger(__name__)
+
+DETECTIONS_CSV = "detections.csv"
+METRICS_JSON = "metrics.json"
+
+
+@dataclass
+class KeyframeDetections:
+    """The detections of one keyframe, on the CPU.
+
+    Attributes:
+        video: Video id.
+        timestamp: AVA second, or frame number (from 1) for tube datasets.
+        boxes: (K, 4) float32 xyxy in pixels of the original frame.
+        boxes_normalized: (K, 4) float64 boxes divided by (W, H, W, H) of the original frame.
+        person_scores: (K,) float32 person probabilities.
+        action_scores: (K, C) float32 action probabilities, column j for `dataset.class_ids[j]`.
+        image_size: Original (height, width).
+    """
+
+    video: str
+    timestamp: int
+    boxes: np.ndarray
+    boxes_normalized: np.ndarray
+    person_scores: np.ndarray
+    action_scores: np.ndarray
+    image_size: tuple[int, int]
+
+
+def autocast_context(device: torch.device, amp: str) -> Any:
+    """torch.autocast for "bf16" / "fp16" on CUDA; a no-op elsewhere."""
+    if device.type != "cuda" or amp == "none":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def to_float32(outputs: Any) -> Any:
+    """Floating tensors in a nested prediction dict cast to float32 (losses and scores in fp32)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: to_float32(v) for k, v in outputs.items()}
+    if isinstance(outputs, list | tuple):
+        return type(outputs)(to_float32(v) for v in outputs)
+    return outputs
+
+
+@torch.no_grad()
+def run_inference(
+    model: nn.Module,
+    loader: Iterable,
+    postprocess: PostProcess,
+    keep_rate: float | None = None,
+    device: torch.device | None = None,
+    amp: str = "none",
+    progress: bool = True,
+) -> list[KeyframeDetections]:
+    """Detect on every batch of `loader` (this process's share when distributed).
+
+    Args:
+        model: The detector, possibly wrapped in DistributedDataParallel.
+        loader: Yields `evad.data.collate.Batch` (clips, image_sizes, videos, timestamps, orig_sizes).
+        postprocess: Turns predictions into detections in original-frame pixels.
+        keep_rate: Token keep rate; None uses the model's.
+        device: Where the model runs; defaults to the device of its parameters.
+        amp: "none", "bf16" or "fp16" autocast on CUDA.
+        progress: Show a progress bar (rank 0, interactive terminals only).
+    """
+    net = unwrap(model)
+    device = device or next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    results: list[KeyframeDetections] = []
+    show = progress and distributed.is_main_process()
+    bar = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None if show else True)
+    try:
+        for batch in bar:
+            batch = batch.to(device)
+            with autocast_context(device, amp):
+                outputs = net(batch.clips, batch.image_sizes, keep_rate=keep_rate)
+            detections = postprocess(to_float32(outputs), target_sizes=batch.orig_sizes)
+            for i, det in enumerate(detections):
+                results.append(
+                    KeyframeDetections(
+                        video=str(batch.videos[i]),
+                        timestamp=int(batch.timestamps[i]),
+                        boxes=det.boxes.cpu().numpy().astype(np.float32),
+                        boxes_normalized=det.normalized_boxes().cpu().double().numpy(),
+                        person_scores=det.person_scores.cpu().numpy().astype(np.float32),
+                        action_scores=det.action_scores.cpu().numpy().astype(np.float32),
+                        image_size=tuple(int(s) for s in det.image_size),
+                    )
+                )
+    finally:
+        bar.close()
+        net.train(was_training)
+    return results
+
+
+def gather_detections(results: Sequence[KeyframeDetections]) -> list[KeyframeDetections]:
+    """All processes' detections on rank 0 (empty elsewhere), one per keyframe, sorted by key.
+
+    A distributed sampler pads the last shard with repeated keyframes; the duplicates go here.
+    """
+    gathered = distributed.all_gather_objects(list(results))
+    if not distributed.is_main_process():
+        return []
+    unique: dict[tuple[str, int], KeyframeDetections] = {}
+    for part in gathered:
+        for item in part:
+            unique.setdefault((item.video, item.timestamp), item)
+    return [unique[key] for key in sorted(unique)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _is_ava(dataset: Any) -> bool:
+    return hasattr(dataset, "groundtruth_csv")
+
+
+def evaluate_ava_detections(
+    results: Sequence[KeyframeDetections], dataset: Any, out_dir: Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Frame-mAP of AVA detections; returns (summary for logs, full report for metrics.json)."""
+    from evad.evaluation.ava import AvaEvaluator, read_labelmap, write_detections_csv
+
+    names = read_labelmap(getattr(dataset, "eval_labelmap_path", dataset.labelmap_path))
+    # Score the trained classes that the evaluation label map lists (AVA: 60 of the 80 outputs).
+    columns = [j for j, c in enumerate(dataset.class_ids) if int(c) in names]
+    class_ids = [int(dataset.class_ids[j]) for j in columns]
+    scored = {cid: names[cid] for cid in class_ids}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluator = AvaEvaluator(dataset.groundtruth_csv, scored, dataset.exclusions_csv, class_ids=class_ids)
+        for item in results:
+            scores = item.action_scores[:, columns]
+            evaluator.process([item.video], [item.timestamp], [item.boxes_normalized], [scores])
+        result = evaluator.evaluate()
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        logger.warning("evaluation: %s", message)
+    report = result.to_dict()
+    report["files"] = {
+        "groundtruth": str(dataset.groundtruth_csv),
+        "detections": str(out_dir / DETECTIONS_CSV) if out_dir is not None else None,
+        "labelmap": str(getattr(dataset, "eval_labelmap_path", dataset.labelmap_path)),
+        "exclusions": None if dataset.exclusions_csv is None else str(dataset.exclusions_csv),
+    }
+    if out_dir is not None:
+        write_atomically(
+            out_dir / DETECTIONS_CSV, lambda tmp: write_detections_csv(tmp, evaluator.detections())
+        )
+    summary = {"frame_mAP": result.mean_ap, **{f"mAP_{k}": v for k, v in result.groups.items()}}
+    return summary, report
+
+
+def _write_tube_csv(path: str, detections: Any, videos: Sequence[str]) -> None:
+    """Rows ``video, frame, x1, y1, x2, y2, label, score`` (float32 values, exactly as read back)."""
+    columns = (
+        detections.video.tolist(),
+        detections.frame.tolist(),
+        detections.boxes.tolist(),
+        detections.label.tolist(),
+        detections.scores.tolist(),
+    )
+    with open(path, "w", encoding="utf-8", newline="\n") as file:
+        for video, frame, box, label, score in zip(*columns, strict=True):
+            file.write(
+                f"{videos[video]},{frame},{box[0]!r},{box[1]!r},{box[2]!r},{box[3]!r},{label},{score!r}\n"
+            )
+
+
+def evaluate_tube_detections(
+    results: Sequence[KeyframeDetections], dataset: Any, out_dir: Path | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Frame- and video-mAP of UCF101-24 / JHMDB detections; returns (summary, full report)."""
+    from evad.evaluation.tubes import FrameDetections, evaluate_tubes
+
+    groundtruth = dataset.groundtruth
+    labels = np.asarray([int(c) - 1 for c in dataset.class_ids], dtype=np.int64)  # 1-based ids -> indices
+    video_index = {name: i for i, name in enumerate(groundtruth.videos)}
+    video, frame, label, boxes, scores = [], [], [], [], []
+    for item in results:
+        if item.video not in video_index:
+            raise ValueError(f"video {item.video!r} is not a test video of the ground truth")
+        k, c = item.action_scores.shape
+        video.append(np.full(k * c, video_index[item.video], dtype=np.int64))
+        frame.append(np.full(k * c, item.timestamp, dtype=np.int64))
+        label.append(np.tile(labels, k))
+        boxes.append(np.repeat(item.boxes, c, axis=0))  # (K, 4) -> (K * C, 4), box-major rows
+        scores.append(item.action_scores.reshape(-1))
+    detections = FrameDetections(
+        video=np.concatenate([*video, np.zeros(0, np.int64)]),
+        frame=np.concatenate([*frame, np.zeros(0, np.int64)]),
+        label=np.concatenate([*label, np.zeros(0, np.int64)]),
+        boxes=np.concatenate([*boxes, np.zeros((0, 4), np.float32)]).astype(np.float32),
+        scores=np.concatenate([*scores, np.zeros(0, np.float32)]).astype(np.float32),
+    )
+    metrics = evaluate_tubes(groundtruth, detections)
+    for message in metrics.warnings:
+        logger.warning("evaluation: %s", message)
+    report = metrics.to_dict()
+    if len(labels) < len(groundtruth.labels):  # a class subset: means over the trained classes
+        report["frame_mAP"] = float(np.mean(metrics.frame_ap[labels]))
+        report["video_mAP"] = {name: float(np.mean(ap[labels])) for name, ap in metrics.video_ap.items()}
+        report["per_class"] = {
+            groundtruth.labels[i]: report["per_class"][groundtruth.labels[i]] for i in labels
+        }
+        report["classes"] = [groundtruth.labels[i] for i in labels]
+    if out_dir is not None:
+        write_atomically(
+            out_dir / DETECTIONS_CSV, lambda tmp: _write_tube_csv(tmp, detections, groundtruth.videos)
+        )
+    summary = {
+        "frame_mAP": report["frame_mAP"],
+        **{f"video_mAP@{k}": v for k, v in report["video_mAP"].items()},
+    }
+    return summary, report
+
+
+def score_detections(
+    results: Sequence[KeyframeDetections], dataset: Any, out_dir: str | Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score gathered detections with the dataset's protocol; write the CSV and JSON to `out_dir`.
+
+    Returns:
+        A summary (`frame_mAP` plus group or video means, for logs) and the full report.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if _is_ava(dataset):
+        summary, report = evaluate_ava_detections(results, dataset, out)
+    elif hasattr(dataset, "groundtruth"):
+        summary, report = evaluate_tube_detections(results, dataset, out)
+    else:
+        raise ValueError("dataset has neither AVA ground truth (groundtruth_csv) nor tubes (groundtruth)")
+    if out is not None:
+        write_json_atomically(out / METRICS_JSON, report)
+    return summary, report
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    dataset: Any,
+    postprocess: PostProcess,
+    *,
+    keep_rate: float | None = None,
+    out_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    amp: str = "none",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run inference, gather on rank 0, score, write files there and share the summary.
+
+    Args:
+        model: The detector (possibly DDP-wrapped).
+        loader: Validation batches (this process's shard when distributed).
+        dataset: The validation dataset: `class_ids` and its ground truth (see the module doc).
+        postprocess: Person threshold and box rescaling.
+        keep_rate: Token keep rate at inference; None uses the model's.
+        out_dir: Where rank 0 writes `detections.csv` and `metrics.json`; None writes nothing.
+        device, amp, progress: See `run_inference`.
+
+    Returns:
+        On every process: `frame_mAP` and the group means (AVA) or video-mAPs (tubes), and
+        `report`, the full metrics (rank 0; None elsewhere).
+    """
+    results = run_inference(model, loader, postprocess, keep_rate, device, amp, progress)
+    gathered = gather_detections(results)
+    summary: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    if distributed.is_main_process():
+        summary, report = score_detections(gathered, dataset, out_dir)
+        summary["num_keyframes"] = len(gathered)
+    summary = distributed.broadcast_object(summary)
+    return {**summary, "report": report}
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and evaluating a checkpoint
+
+
+def make_postprocess(config: Config, model_cfg: ModelConfig) -> PostProcess:
+    """Post-processing with `eval.person_threshold`, or the model's threshold when that is None."""
+    threshold = config.eval.person_threshold
+    return PostProcess(person_threshold=model_cfg.person_threshold if threshold is None else threshold)
+
+
+def build_val_data(config: Config) -> tuple[Any, Any]:
+    """The validation dataset of `config.data` and its loader (`evad.data.build`)."""
+    from evad.data.build import build_dataset, build_loader
+
+    dataset = build_dataset(config.data, "val")
+    loader = build_loader(
+        dataset,
+        config.eval.batch_size,
+        train=False,
+        num_workers=config.data.num_workers,
+        seed=config.train.seed,
+    )
+    return dataset, loader
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    keep_rate: float | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
+    data: tuple[Any, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the model stored in `checkpoint` on the validation split (what `evad eval` runs).
+
+    The model's architecture always comes from the config stored in the checkpoint (the weights
+    fix it); data and evaluation settings come from `config_path` (with `overrides`), or from the
+    stored config when no file is given.
+
+    Args:
+        checkpoint: `last.pt` or `best.pt` of `evad train`.
+        config_path: Config file for the data and eval sections; None uses the stored config.
+        overrides: Dotted ``key=value`` overrides.
+        keep_rate: Token keep rate; None uses `eval.keep_rate`, then the model's.
+        out_dir: Where `detections.csv` and `metrics.json` go; default: next to the checkpoint,
+            ``eval-<checkpoint name>[-kr<keep rate>]``.
+        overwrite: Replace an existing `metrics.json` in `out_dir`.
+        data: (dataset, loader) to use instead of building them from the config.
+        progress: Show a progress bar.
+
+    Returns:
+        The summary of `evaluate` plus `out_dir` and the `keep_rate` used.
+    """
+    path = Path(checkpoint)
+    state = ckpt.load_checkpoint(path)
+    stored = state.get("config")
+    if config_path is not None:
+        config = load_config(config_path, overrides)
+    elif stored is not None:
+        config = config_from_dict(stored, str(path), overrides)
+    else:
+        raise UserError(f"{path}: stores no config; pass --config")
+    if stored is not None:
+        model_section = config_from_dict(stored, str(path)).model
+        if model_section != config.model:
+            logger.info("model settings are taken from the checkpoint (preset %s)", model_section.preset)
+        config.model = model_section
+    if keep_rate is None:
+        keep_rate = config.eval.keep_rate
+    if out_dir is None:
+        suffix = f"-kr{keep_rate:g}" if keep_rate is not None else ""
+        out_dir = path.parent / f"eval-{path.stem}{suffix}"
+    out_dir = Path(out_dir)
+    if (out_dir / METRICS_JSON).exists() and not overwrite:
+        raise UserError(f"{out_dir / METRICS_JSON} exists; pass --overwrite to replace it or --out elsewhere")
+
+    info = distributed.init_from_env(config.train.device)
+    try:
+        dataset, loader = data if data is not None else build_val_data(config)
+        num_classes = int(dataset.num_classes)
+        stored_classes = state.get("dataset", {}).get("num_classes")
+        if stored_classes is not None and stored_classes != num_classes:
+            raise UserError(
+                f"{path}: the model predicts {stored_classes} classes, the validation set has {num_classes}"
+            )
+        model_cfg = config.model.model_config(num_classes)
+        model = build_model(model_cfg)
+        ckpt.load_model_state(model, state["model"], str(path))
+        model.to(info.device)
+        amp = config.train.amp if info.device.type == "cuda" else "none"
+        summary = evaluate(
+            model,
+            loader,
+            dataset,
+            make_postprocess(config, model_cfg),
+            keep_rate=keep_rate,
+            out_dir=out_dir,
+            device=info.device,
+            amp=amp,
+            progress=progress,
+        )
+    finally:
+        distributed.cleanup(info)
+    used = keep_rate if keep_rate is not None else model_cfg.keep_rate
+    return {**summary, "out_dir": str(out_dir), "keep_rate": used}

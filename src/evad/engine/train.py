@@ -1,0 +1,579 @@
+"""The training loop: `train_one_epoch` and `train` (EVAD supplementary "Training and inference
+recipes", SPEC section 6).
+
+`train(config)` builds everything from a `Config` (datasets and loaders, model, criterion, AdamW
+with the head x8 groups, the warm-up + step schedule), wraps the model in DistributedDataParallel
+under torchrun, and runs the epochs: gradient accumulation (`accum_steps` micro-batches per
+optimizer step, `no_sync` on all but the last), optional bf16/fp16 autocast on CUDA (fp16 with a
+gradient scaler), optional gradient clipping, evaluation every `eval_every` epochs and after the
+last, and checkpoints (see `evad.engine.checkpoint`).
+
+Output directory::
+
+    config.yaml      the run's config
+    log.jsonl        {"type": "train", "step", "epoch", "lr", "loss", "loss_ce", ...} every
+                     `log_every` steps (means over the steps since the previous line, averaged
+                     over processes), {"type": "epoch", ...} and {"type": "eval", "frame_mAP", ...}
+    tensorboard/     the same scalars, when the `tensorboard` package is installed
+    eval/            detections.csv and metrics.json of the latest evaluation
+    last.pt, best.pt
+
+Exact resume: every epoch starts by reseeding python, numpy and torch from (seed, epoch, rank) and
+telling the loader its epoch, so what an epoch draws (shuffling, augmentation, drop path) does not
+depend on what ran before it. A run stopped after epoch k and resumed from `last.pt` therefore
+produces the same weights as an uninterrupted run (bit-identical on the CPU).
+
+Example::
+
+    evad train --config configs/ava_vit-b_16x4_kr0.7.yaml output_dir=out/kr0.7
+    torchrun --nproc_per_node 8 "$(which evad)" train --config configs/ava_vit-b_16x4_kr0.7.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from evad.config import Config
+from evad.engine import checkpoint as ckpt
+from evad.engine import distributed
+from evad.engine.evaluate import autocast_context, build_val_data, evaluate, make_postprocess, to_float32
+from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
+from evad.errors import UserError
+from evad.fileio import write_atomically
+from evad.losses import SetCriterion
+from evad.models.factory import build_criterion, build_model
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "log.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+EVAL_DIR = "eval"
+METRIC = "frame_mAP"
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Tell a loader's sampler (e.g. DistributedSampler) its epoch, if it listens."""
+    for sampler in (
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+@dataclass
+class TrainData:
+    """Datasets and loaders of a run.
+
+    Attributes:
+        train_set: Has `num_classes`, `class_ids`, `class_names`.
+        train_loader: Yields `evad.data.collate.Batch`; this process's shard when distributed.
+        val_set: Validation dataset with its ground truth (see `evad.engine.evaluate`), or None.
+        val_loader: Its loader, or None to skip evaluation.
+        set_epoch: Called with (train_loader, epoch) before each epoch.
+    """
+
+    train_set: Any
+    train_loader: Any
+    val_set: Any = None
+    val_loader: Any = None
+    set_epoch: Callable[[Any, int], None] = set_sampler_epoch
+
+
+def build_data(config: Config) -> TrainData:
+    """Training and validation datasets and loaders of `config.data` (`evad.data.build`)."""
+    from evad.data.build import build_dataset, build_loader, set_epoch
+
+    train_set = build_dataset(config.data, "train")
+    loader = build_loader(
+        train_set,
+        config.train.batch_size,
+        train=True,
+        num_workers=config.data.num_workers,
+        seed=config.train.seed,
+    )
+    val_set, val_loader = build_val_data(config)
+    if list(val_set.class_ids) != list(train_set.class_ids):
+        raise UserError(
+            f"data: the validation classes {list(val_set.class_ids)} differ from the training classes "
+            f"{list(train_set.class_ids)}"
+        )
+    return TrainData(train_set, loader, val_set, val_loader, set_epoch)
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) from (seed, epoch, rank)."""
+    value = int(np.random.SeedSequence([seed, epoch + 1, rank]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)  # noqa: NPY002 (transforms may draw from the global generator)
+    torch.manual_seed(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Logging
+
+
+class RunLog:
+    """JSON lines (and TensorBoard scalars when available), written by rank 0 only.
+
+    Args:
+        out_dir: Output directory.
+        resume_step: When resuming, lines of steps after it (from the interrupted run) are dropped;
+            None starts a new log.
+        tensorboard: Also write TensorBoard scalars if `torch.utils.tensorboard` imports.
+    """
+
+    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
+        self.enabled = distributed.is_main_process()
+        self.path = out_dir / LOG_FILE
+        self.writer = None
+        if not self.enabled:
+            return
+        kept = []
+        if resume_step is not None and self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if record.get("step", 0) <= resume_step:
+                    kept.append(line)
+        text = "".join(line + "\n" for line in kept)
+        write_atomically(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logger.info("tensorboard is not installed; logging to %s only", self.path)
+            else:
+                self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=resume_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            kind, step = record.get("type", "train"), record.get("step", 0)
+            for key, value in record.items():
+                if key not in ("type", "step", "epoch") and isinstance(value, int | float):
+                    self.writer.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Window:
+    """Running sums of loss terms (as device tensors, so no sync per step) between log lines."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self.clips = 0
+        self.start = time.perf_counter()
+
+    def add(self, terms: dict[str, torch.Tensor], clips: int) -> None:
+        for key, value in terms.items():
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        self.count += 1
+        self.clips += clips
+
+    def means(self) -> dict[str, float]:
+        """Means over processes of the per-micro-batch means."""
+        local = {k: v.item() / max(self.count, 1) for k, v in self.sums.items()}
+        return distributed.all_reduce_mean(local)
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch
+
+
+def _group_lrs(optimizer: torch.optim.Optimizer) -> tuple[float, float]:
+    """Current learning rates of the base (backbone) and head groups of `optim.param_groups`."""
+    groups = optimizer.param_groups
+    base = next((g["lr"] for g in groups if not str(g.get("name", "")).startswith("head")), groups[0]["lr"])
+    head = next((g["lr"] for g in groups if str(g.get("name", "")).startswith("head")), base)
+    return base, head
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: SetCriterion,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    epoch: int,
+    global_step: int,
+    device: torch.device,
+    accum_steps: int = 1,
+    clip_grad_norm: float | None = None,
+    amp: str = "none",
+    scaler: torch.amp.GradScaler | None = None,
+    log_every: int = 20,
+    max_steps: int | None = None,
+    run_log: RunLog | None = None,
+    progress: bool = True,
+) -> tuple[int, dict[str, float]]:
+    """Train for one pass over `loader`.
+
+    Each optimizer step accumulates the gradients of up to `accum_steps` micro-batches, each loss
+    divided by the group's size (a last, shorter group of an epoch divides by its own size).
+    Gradients are zeroed at the start of a group, so after the call they hold the last group's.
+
+    Args:
+        model: The detector, possibly DDP-wrapped.
+        criterion: Set criterion; its `weighted_total` is the loss.
+        loader: Yields batches with `clips`, `image_sizes`, `targets` and `to(device)`.
+        optimizer, scheduler: Stepped once per group (the scheduler counts optimizer steps).
+        epoch: 0-based epoch, for logs.
+        global_step: Optimizer steps done before this epoch.
+        device: Where the model lives.
+        accum_steps: Micro-batches per optimizer step.
+        clip_grad_norm: Max total gradient norm, or None.
+        amp: "none", "bf16" or "fp16" autocast (CUDA only).
+        scaler: Gradient scaler for fp16, else None.
+        log_every: Optimizer steps between log lines.
+        max_steps: Stop once the global step reaches it.
+        run_log: Where log lines go (None: nowhere).
+        progress: Show a progress bar (rank 0, interactive terminals only).
+
+    Returns:
+        The new global step and the epoch's mean loss terms (averaged over processes).
+
+    Raises:
+        FloatingPointError: If the loss becomes NaN or infinite.
+    """
+    model.train()
+    criterion.train()
+    is_ddp = isinstance(model, DistributedDataParallel)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    world = distributed.get_world_size()
+    num_batches = len(loader)
+    window, epoch_window = _Window(), _Window()
+    show = progress and distributed.is_main_process()
+    bar = tqdm(
+        loader, desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True
+    )
+    group_loss = None
+    try:
+        for i, batch in enumerate(bar):
+            group_start = i - i % accum_steps
+            group_size = min(accum_steps, num_batches - group_start)
+            last_micro = i - group_start == group_size - 1
+            if i == group_start:
+                optimizer.zero_grad(set_to_none=True)
+                group_loss = None
+            batch = batch.to(device)
+            sync = model.no_sync() if is_ddp and not last_micro else nullcontext()
+            with sync:
+                with autocast_context(device, amp):
+                    outputs = model(batch.clips, batch.image_sizes)
+                losses = criterion(to_float32(outputs), batch.targets)
+                total = criterion.weighted_total(losses)
+                scaled = total / group_size
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            terms = {"loss": total, **losses}
+            clips = batch.clips.shape[0] * world
+            window.add(terms, clips)
+            epoch_window.add(terms, clips)
+            group_loss = total.detach() if group_loss is None else group_loss + total.detach()
+            if not last_micro:
+                continue
+
+            loss_value = group_loss.item() / group_size
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"loss is {loss_value} at epoch {epoch + 1}, step {global_step + 1}; stopping"
+                )
+            grad_norm = None
+            if clip_grad_norm is not None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr, lr_head = _group_lrs(optimizer)
+            scheduler.step()
+            global_step += 1
+
+            if global_step % log_every == 0:
+                elapsed = time.perf_counter() - window.start
+                record = {
+                    "type": "train",
+                    "step": global_step,
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "lr_head": lr_head,
+                }
+                record.update(window.means())
+                record["clips_per_s"] = window.clips / max(elapsed, 1e-9)
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                if run_log is not None:
+                    run_log.write(record)
+                window = _Window()
+            rate = epoch_window.clips / max(time.perf_counter() - epoch_window.start, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}", refresh=False)
+            if max_steps is not None and global_step >= max_steps:
+                break
+    finally:
+        bar.close()
+    return global_step, epoch_window.means()
+
+
+# ----------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path | None:
+    existing = [name for name in (ckpt.LAST, ckpt.BEST) if (out_dir / name).exists()]
+    if resume is not None and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one")
+    if resume == "auto":
+        if (out_dir / ckpt.LAST).exists():
+            return out_dir / ckpt.LAST
+        _info(f"no {out_dir / ckpt.LAST} to resume from; starting a new run")
+        return None
+    if resume is not None:
+        return Path(resume)
+    if existing and not overwrite:
+        raise UserError(
+            f"{out_dir} already holds {' and '.join(existing)}; pass --resume auto to continue that run "
+            "or --overwrite to start a new one there"
+        )
+    return None
+
+
+def _info(message: str) -> None:
+    if distributed.is_main_process():
+        logger.info(message)
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    """Remove a previous run's results (only the files a run writes) before starting over."""
+    for name in (ckpt.LAST, ckpt.BEST, LOG_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+    for name in (TENSORBOARD_DIR, EVAL_DIR):
+        if (out_dir / name).is_dir():
+            shutil.rmtree(out_dir / name)
+
+
+def train(
+    config: Config,
+    *,
+    resume: str | None = None,
+    overwrite: bool = False,
+    data: TrainData | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (and evaluate) the model described by `config`.
+
+    Args:
+        config: The run's configuration.
+        resume: A checkpoint to continue from, "auto" for `output_dir/last.pt` if it exists, or
+            None for a new run.
+        overwrite: Start a new run even if `output_dir` holds checkpoints (they are deleted).
+        data: Datasets and loaders; built from `config.data` by `build_data` when None.
+        progress: Show progress bars.
+
+    Returns:
+        `epochs` done, `global_step`, `best_metric` (frame-mAP, or None without evaluation), the
+        last evaluation's `metrics` and the trained `model` (unwrapped).
+
+    Raises:
+        UserError: For an output directory with results but neither `resume` nor `overwrite`, or
+            an unreadable or mismatching checkpoint.
+    """
+    info = distributed.init_from_env(config.train.device)
+    try:
+        return _train(config, info, resume, overwrite, data, progress)
+    finally:
+        distributed.cleanup(info)
+
+
+def _train(
+    config: Config,
+    info: distributed.DistInfo,
+    resume: str | None,
+    overwrite: bool,
+    data: TrainData | None,
+    progress: bool,
+) -> dict[str, Any]:
+    tc = config.train
+    out_dir = Path(config.output_dir)
+    resume_path = _resolve_resume(out_dir, resume, overwrite)
+    state = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
+    device = info.device
+    amp = tc.amp
+    if amp != "none" and device.type != "cuda":
+        _info(f"train.amp={amp} needs CUDA; training in float32 on {device.type}")
+        amp = "none"
+
+    if data is None:
+        data = build_data(config)
+    torch.manual_seed(tc.seed)  # the initial weights depend on the seed alone
+    num_classes = int(data.train_set.num_classes)
+    model_cfg = config.model.model_config(num_classes)
+    model = build_model(model_cfg).to(device)
+    criterion = build_criterion(model_cfg).to(device)
+    postprocess = make_postprocess(config, model_cfg)
+    if config.model.pretrained and state is None:
+        missing, unused = ckpt.load_pretrained(model, config.model.pretrained)
+        source = config.model.pretrained
+        _info(f"initialised from {source}: {len(missing)} tensors not in it, {len(unused)} unused")
+
+    optimizer = build_optimizer(model, tc.base_lr, tc.weight_decay, tc.head_lr_mult, tc.betas)
+    total_steps = tc.epochs * steps_per_epoch(len(data.train_loader), tc.accum_steps)
+    scheduler = build_scheduler(
+        optimizer, total_steps, tc.warmup_fraction, tc.warmup_start_factor, tc.lr_steps, tc.lr_gamma
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+    start_epoch, global_step, best = 0, 0, None
+    if state is not None:
+        stored = state.get("dataset", {}).get("num_classes")
+        if stored is not None and stored != num_classes:
+            raise UserError(f"{resume_path}: trained on {stored} classes, the dataset has {num_classes}")
+        ckpt.load_model_state(model, state["model"], str(resume_path))
+        if "optimizer" not in state:
+            raise UserError(f"{resume_path}: holds no training state (use last.pt to resume)")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, global_step, best = state["epoch"], state["global_step"], state.get("best_metric")
+        ckpt.set_rng_state(state["rng"])
+        _info(f"resumed from {resume_path}: {start_epoch} epochs, {global_step} steps done")
+
+    if info.distributed:
+        model = DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
+
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if state is None and overwrite:
+            _clear_outputs(out_dir)
+        config.save(out_dir / ckpt.CONFIG)
+    distributed.barrier()
+    run_log = RunLog(out_dir, global_step if state is not None else None, tc.tensorboard)
+    dataset_info = {
+        "num_classes": num_classes,
+        "class_ids": [int(c) for c in data.train_set.class_ids],
+        "class_names": [str(n) for n in data.train_set.class_names],
+    }
+
+    def snapshot(epochs_done: int, step: int) -> dict[str, Any]:
+        """What every checkpoint holds: weights, config, classes and progress."""
+        return {
+            "model": ckpt.model_state(model),
+            "config": config.to_dict(),
+            "dataset": dataset_info,
+            "epoch": epochs_done,
+            "global_step": step,
+        }
+
+    metrics: dict[str, Any] | None = None
+    done = start_epoch
+    try:
+        for epoch in range(start_epoch, tc.epochs):
+            if tc.max_steps is not None and global_step >= tc.max_steps:
+                break
+            seed_epoch(tc.seed, epoch, info.rank)
+            data.set_epoch(data.train_loader, epoch)
+            start = time.perf_counter()
+            global_step, means = train_one_epoch(
+                model,
+                criterion,
+                data.train_loader,
+                optimizer,
+                scheduler,
+                epoch=epoch,
+                global_step=global_step,
+                device=device,
+                accum_steps=tc.accum_steps,
+                clip_grad_norm=tc.clip_grad_norm,
+                amp=amp,
+                scaler=scaler,
+                log_every=tc.log_every,
+                max_steps=tc.max_steps,
+                run_log=run_log,
+                progress=progress,
+            )
+            done = epoch + 1
+            last = done == tc.epochs or (tc.max_steps is not None and global_step >= tc.max_steps)
+            run_log.write(
+                {
+                    "type": "epoch",
+                    "step": global_step,
+                    "epoch": done,
+                    "time_s": time.perf_counter() - start,
+                    **means,
+                }
+            )
+            _info(f"epoch {done}/{tc.epochs}: loss {means.get('loss', float('nan')):.4f}")
+
+            if data.val_loader is not None and (done % tc.eval_every == 0 or last):
+                metrics = evaluate(
+                    model,
+                    data.val_loader,
+                    data.val_set,
+                    postprocess,
+                    keep_rate=config.eval.keep_rate,
+                    out_dir=out_dir / EVAL_DIR,
+                    device=device,
+                    amp=amp,
+                    progress=progress,
+                )
+                summary = {k: v for k, v in metrics.items() if k != "report"}
+                run_log.write({"type": "eval", "step": global_step, "epoch": done, **summary})
+                _info(f"epoch {done}: frame-mAP {100 * metrics[METRIC]:.2f}")
+                if best is None or metrics[METRIC] > best:
+                    best = metrics[METRIC]
+                    if info.is_main:
+                        ckpt.save_checkpoint(
+                            out_dir / ckpt.BEST, {**snapshot(done, global_step), "metrics": summary}
+                        )
+            if info.is_main and (done % tc.checkpoint_every == 0 or last):
+                training_state = {
+                    "best_metric": best,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": ckpt.rng_state(),
+                }
+                ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(done, global_step), **training_state})
+            distributed.barrier()
+            if last:
+                break
+    finally:
+        run_log.close()
+    return {
+        "epochs": done,
+        "global_step": global_step,
+        "best_metric": best,
+        "metrics": metrics,
+        "model": ckpt.unwrap(model),
+    }

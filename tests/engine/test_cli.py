@@ -1,0 +1,84 @@
+"""`evad train` and `evad eval` end to end on the tiny in-memory dataset."""
+
+import json
+
+import pytest
+from tiny_data import TinyDataset, loader
+
+import evad.engine.evaluate as evaluate_module
+import evad.engine.train as train_module
+from evad.cli import main
+from evad.engine.train import TrainData
+
+
+@pytest.fixture
+def tiny_data(tmp_path, monkeypatch):
+    """Replace the dataset builders (which read real files) by the tiny dataset."""
+    val_set = TinyDataset(6, flip=False, root=tmp_path / "gt")
+
+    def build_data(config):
+        train_set = TinyDataset(8)
+        return TrainData(train_set, loader(train_set, 2), val_set, loader(val_set, 3, shuffle=False))
+
+    monkeypatch.setattr(train_module, "build_data", build_data)
+    monkeypatch.setattr(
+        evaluate_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(
+        "model: {preset: tiny}\n"
+        "data: {format: ava, timestamp_start: 0}\n"
+        "train: {epochs: 1, batch_size: 2, base_lr: 1.0e-3, device: cpu, tensorboard: false, log_every: 1}\n"
+        f"output_dir: {tmp_path / 'run'}\n"
+    )
+    return path
+
+
+def test_train_then_eval(tmp_path, config_file, tiny_data, capsys):
+    assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=2"]) == 0
+    assert "trained 1 epochs (2 steps)" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert (run / "last.pt").exists() and (run / "best.pt").exists()
+
+    assert main(["train", "--config", str(config_file), "--no-progress"]) == 2
+    assert "--resume auto" in capsys.readouterr().err
+    # A max_steps run ends its epoch; resuming with a longer schedule continues from there.
+    assert (
+        main(["train", "--config", str(config_file), "--no-progress", "--resume", "auto", "train.epochs=2"])
+        == 0
+    )
+    assert "trained 2 epochs (6 steps)" in capsys.readouterr().out
+
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "frame-mAP @ IoU 0.5" in out and "keep rate 0.7" in out
+    metrics = json.loads((run / "eval-best" / "metrics.json").read_text())
+    assert 0.0 <= metrics["mAP"] <= 1.0 and (run / "eval-best" / "detections.csv").exists()
+
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    args = ["eval", "--checkpoint", str(run / "last.pt"), "--config", str(config_file), "--keep-rate", "0.5"]
+    assert main([*args, "--no-progress", "eval.batch_size=2"]) == 0
+    assert "keep rate 0.5" in capsys.readouterr().out
+    assert (run / "eval-last-kr0.5" / "metrics.json").exists()
+
+
+def test_cli_errors_are_one_line(tmp_path, config_file, capsys):
+    assert main(["train", "--config", str(config_file), "train.epohcs=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "command line" in err and "'train.epochs'" in err
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt")]) == 2
+    assert "junk.pt" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--keep-rate", "1.5"]) == 2
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "train" in out and "eval" in out

@@ -1,0 +1,219 @@
+"""The training loop: outputs, exact resume, output-directory protection, accumulation, logging."""
+
+import copy
+import json
+import logging
+import sys
+
+import pytest
+import torch
+from tiny_data import TinyDataset, loader
+
+import evad.engine.train as engine
+from evad.config import load_config
+from evad.engine import checkpoint as ckpt
+from evad.engine.optim import build_optimizer, build_scheduler
+from evad.engine.train import TrainData, train, train_one_epoch
+from evad.errors import UserError
+from evad.models.factory import build_criterion, build_model, get_config
+
+
+def make_config(out, *extra):
+    return load_config(
+        None,
+        [
+            "model.preset=tiny",
+            "model.drop_path_rate=0.1",  # the model draws random numbers too
+            "train.epochs=2",
+            "train.batch_size=2",
+            "train.base_lr=1e-3",
+            "train.log_every=1",
+            "train.device=cpu",
+            "train.tensorboard=false",
+            f"output_dir={out}",
+            *extra,
+        ],
+    )
+
+
+def make_data(tmp_path=None, length=8):
+    train_set = TinyDataset(length)
+    if tmp_path is None:
+        return TrainData(train_set, loader(train_set, 2))
+    val_set = TinyDataset(6, flip=False, root=tmp_path / "gt")
+    return TrainData(train_set, loader(train_set, 2), val_set, loader(val_set, 3, shuffle=False))
+
+
+def read_log(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_checkpoints_logs_and_evaluations(tmp_path):
+    out = tmp_path / "run"
+    result = train(make_config(out), data=make_data(tmp_path), progress=False)
+    assert result["epochs"] == 2 and result["global_step"] == 8
+    assert 0.0 <= result["best_metric"] <= 1.0
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "last.pt", "best.pt", "eval"}
+    assert (out / "eval" / "detections.csv").exists() and (out / "eval" / "metrics.json").exists()
+    assert load_config(out / "config.yaml") == make_config(out)
+
+    records = read_log(out)
+    kinds = [r["type"] for r in records]
+    assert kinds.count("train") == 8 and kinds.count("epoch") == 2 and kinds.count("eval") == 2
+    first = records[0]
+    assert first["step"] == 1 and first["epoch"] == 1
+    assert first["lr"] == pytest.approx(1e-4) and first["lr_head"] == pytest.approx(8e-4)  # warm-up start
+    assert {"loss", "loss_ce", "loss_bbox", "loss_giou", "loss_action", "loss_ce_0", "clips_per_s"} <= set(
+        first
+    )
+    evals = [r for r in records if r["type"] == "eval"]
+    assert all("frame_mAP" in r and r["num_keyframes"] == 6 for r in evals)
+
+    last = ckpt.load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and last["global_step"] == 8 and last["dataset"]["num_classes"] == 3
+    assert {"optimizer", "scheduler", "rng", "config"} <= set(last)
+    best = ckpt.load_checkpoint(out / "best.pt")
+    assert "optimizer" not in best and best["metrics"]["frame_mAP"] == result["best_metric"]
+
+
+def test_resume_is_bit_identical(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(make_config(straight), data=make_data(), progress=False)
+
+    interrupted = tmp_path / "interrupted"
+    real = engine.train_one_epoch
+
+    def crash_in_second_epoch(*args, epoch, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(engine, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_config(interrupted), data=make_data(), progress=False)
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(interrupted / "last.pt")["epoch"] == 1
+    torch.manual_seed(1234)  # whatever ran in between must not matter
+    train(make_config(interrupted), resume="auto", data=make_data(), progress=False)
+
+    a = ckpt.load_checkpoint(straight / "last.pt")
+    b = ckpt.load_checkpoint(interrupted / "last.pt")
+    assert a["global_step"] == b["global_step"] == 8
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # The resumed log continues the interrupted one: same losses at the same steps.
+    la = [(r["step"], r["loss"]) for r in read_log(straight) if r["type"] == "train"]
+    lb = [(r["step"], r["loss"]) for r in read_log(interrupted) if r["type"] == "train"]
+    assert la == lb
+
+
+def test_output_dir_protection(tmp_path, caplog):
+    out = tmp_path / "run"
+    config = make_config(out, "train.epochs=1", "train.max_steps=1")
+    train(config, data=make_data(), progress=False)
+    with pytest.raises(UserError, match=r"--resume auto .* --overwrite"):
+        train(config, data=make_data(), progress=False)
+    with pytest.raises(UserError, match="contradict"):
+        train(config, resume="auto", overwrite=True, data=make_data(), progress=False)
+    (out / "stale.txt").write_text("user file")
+    train(config, overwrite=True, data=make_data(), progress=False)
+    assert (out / "stale.txt").exists()  # only the run's own files are replaced
+    with pytest.raises(UserError, match="not found"):
+        train(config, resume=str(tmp_path / "nope.pt"), data=make_data(), progress=False)
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match=r"garbage\.pt"):
+        train(config, resume=str(tmp_path / "garbage.pt"), data=make_data(), progress=False)
+    fresh = tmp_path / "fresh"
+    with caplog.at_level(logging.INFO, logger="evad"):
+        result = train(
+            make_config(fresh, "train.max_steps=1"), resume="auto", data=make_data(), progress=False
+        )
+    assert result["global_step"] == 1 and "starting a new run" in caplog.text
+
+
+def test_max_steps_stops_early(tmp_path):
+    result = train(make_config(tmp_path / "run", "train.max_steps=3"), data=make_data(), progress=False)
+    assert result["global_step"] == 3 and result["epochs"] == 1
+    assert ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 3
+
+
+def _one_step_gradients(batch_size, accum_steps, length=2):
+    torch.manual_seed(0)
+    cfg = get_config("tiny", num_classes=3)
+    model = build_model(cfg)
+    criterion = build_criterion(cfg)
+    optimizer = build_optimizer(model, base_lr=0.0)  # gradients only; the weights stay put
+    scheduler = build_scheduler(optimizer, 10)
+    data = TinyDataset(length, flip=False)
+    step, _ = train_one_epoch(
+        model,
+        criterion,
+        loader(data, batch_size, shuffle=False),
+        optimizer,
+        scheduler,
+        epoch=0,
+        global_step=0,
+        device=torch.device("cpu"),
+        accum_steps=accum_steps,
+        log_every=100,
+        progress=False,
+    )
+    return step, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gradient_accumulation_matches_the_larger_batch():
+    # Each tiny clip has one box, so the batch-2 loss is the mean of the two clips' losses.
+    step_big, big = _one_step_gradients(batch_size=2, accum_steps=1)
+    step_acc, acc = _one_step_gradients(batch_size=1, accum_steps=2)
+    assert step_big == step_acc == 1
+    for name in big:  # equal up to float summation order (measured: relative error ~2e-6)
+        error = (acc[name] - big[name]).norm() / big[name].norm().clamp_min(1e-12)
+        assert error < 1e-5, (name, error.item())
+    step, _ = _one_step_gradients(batch_size=1, accum_steps=2, length=3)  # last group of one
+    assert step == 2
+
+
+def test_tensorboard_is_optional(tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    config = make_config(tmp_path / "run", "train.max_steps=1", "train.tensorboard=true")
+    with caplog.at_level(logging.INFO, logger="evad"):
+        train(config, data=make_data(), progress=False)
+    assert "tensorboard is not installed" in caplog.text
+    assert (tmp_path / "run" / "log.jsonl").exists() and not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_tensorboard_scalars_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    config = make_config(tmp_path / "run", "train.max_steps=2", "train.tensorboard=true")
+    train(config, data=make_data(), progress=False)
+    assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_non_finite_loss_stops_training(tmp_path, monkeypatch):
+    real = engine.SetCriterion.weighted_total
+
+    def nan_total(self, losses):
+        return real(self, losses) * float("nan")
+
+    monkeypatch.setattr(engine.SetCriterion, "weighted_total", nan_total)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train(make_config(tmp_path / "run"), data=make_data(), progress=False)
+
+
+def test_amp_is_ignored_on_cpu(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="evad"):
+        train(
+            make_config(tmp_path / "run", "train.amp=bf16", "train.max_steps=1"),
+            data=make_data(),
+            progress=False,
+        )
+    assert "needs CUDA" in caplog.text
+
+
+def test_train_returns_the_model_for_further_use(tmp_path):
+    result = train(make_config(tmp_path / "run", "train.max_steps=1"), data=make_data(), progress=False)
+    state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.equal(v, state[k]) for k, v in copy.deepcopy(result["model"]).state_dict().items())

@@ -1,0 +1,180 @@
+"""Config files, `_base_` inheritance, dotted overrides and their error messages."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evad.config import Config, config_from_dict, load_config
+from evad.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_paper_recipe():
+    cfg = load_config(None)
+    assert cfg.model.preset == "vit-b"
+    assert cfg.train.epochs == 12 and cfg.train.base_lr == 2.5e-5 and cfg.train.head_lr_mult == 8
+    assert cfg.train.warmup_fraction == 2 / 12 and cfg.train.lr_steps == [5 / 12, 8 / 12]
+    assert cfg.train.weight_decay == 1e-4 and cfg.train.betas == (0.9, 0.999)
+    assert cfg.model.model_config(num_classes=80).keep_rate == 0.7
+
+
+def test_file_values_and_types(tmp_path):
+    path = write(
+        tmp_path / "a.yaml",
+        "model: {preset: tiny, keep_rate: 0.6, prune_layers: [1, 2, 3], roi_extend: [0.2, 0.1]}\n"
+        "data: {format: ava, timestamp_start: 0, classes: [1, 2], mean: [0.5, 0.5, 0.5]}\n"
+        "train: {epochs: 3, base_lr: 1e-4, clip_grad_norm: 1, amp: bf16}\n"
+        "output_dir: out/a\n",
+    )
+    cfg = load_config(path)
+    mc = cfg.model.model_config(num_classes=2)
+    assert (mc.embed_dim, mc.keep_rate, mc.prune_layers, mc.roi_extend) == (64, 0.6, (1, 2, 3), (0.2, 0.1))
+    assert mc.num_classes == 2
+    assert cfg.data.timestamp_start == 0 and cfg.data.classes == [1, 2] and cfg.data.mean == (0.5,) * 3
+    # YAML 1.1 reads "1e-4" as a string; float fields accept it; ints become floats.
+    assert cfg.train.base_lr == 1e-4 and cfg.train.clip_grad_norm == 1.0
+    assert isinstance(cfg.train.clip_grad_norm, float)
+    assert cfg.output_dir == "out/a"
+
+
+def test_base_inheritance_and_overrides(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(
+        tmp_path / "base.yaml",
+        "model: {preset: tiny, loss_weights: {action: 6}}\ntrain: {epochs: 5, seed: 3}\n",
+    )
+    child = write(
+        tmp_path / "sub" / "child.yaml",
+        "_base_: ../base.yaml\nmodel: {keep_rate: 0.5}\ntrain: {epochs: 7}\n",
+    )
+    cfg = load_config(
+        child, ["train.epochs=2", "model.keep_rate=0.9", "data.classes=[1,2]", "eval.keep_rate=0.6"]
+    )
+    assert cfg.train.epochs == 2 and cfg.train.seed == 3  # command line > child > base
+    mc = cfg.model.model_config(80)
+    assert mc.embed_dim == 64 and mc.keep_rate == 0.9
+    assert mc.loss_weights == {"ce": 2.0, "bbox": 5.0, "giou": 2.0, "action": 6.0}  # merged key by key
+    assert cfg.data.classes == [1, 2] and cfg.eval.keep_rate == 0.6
+    cfg = load_config(child, ["model.loss_weights.ce=3", "data.classes=null"])
+    assert cfg.model.model_config(80).loss_weights["ce"] == 3.0
+    assert cfg.model.model_config(80).loss_weights["action"] == 6.0
+    assert cfg.data.classes is None
+
+
+def test_loss_weights_merge_onto_the_preset():
+    cfg = load_config(None, ["model.preset=vit-l", "model.loss_weights.ce=1"])
+    assert cfg.model.model_config(80).loss_weights == {"ce": 1.0, "bbox": 5.0, "giou": 2.0, "action": 6.0}
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = load_config(None, ["model.preset=tiny", "model.roi_extend=[0.1,0.1]", "train.betas=[0.8,0.9]"])
+    assert config_from_dict(cfg.to_dict(), "ckpt") == cfg
+    cfg.save(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["roi_extend"] == [0.1, 0.1]
+    assert isinstance(Config().to_dict()["train"]["betas"], list)
+
+
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        ("train: {epoch: 3}\n", None, ["{file}", "'train.epoch'", "'train.epochs'"]),
+        ("trian: {epochs: 3}\n", None, ["{file}", "'trian'", "'train'"]),
+        ("model: {keep_rat: 0.5}\n", None, ["{file}", "'model.keep_rat'", "'model.keep_rate'"]),
+        ("model: {num_classes: 5}\n", None, ["{file}", "model.num_classes", "dataset"]),
+        ("", "train.epcohs=3", ["command line", "'train.epcohs'", "'train.epochs'"]),
+        ("", "model.loss_weights.acton=2", ["command line", "model.loss_weights.acton", "action"]),
+        ("", "daat.root=x", ["command line", "'daat'", "'data'"]),
+    ],
+)
+def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, expected):
+    path = write(tmp_path / "cfg.yaml", text)
+    with pytest.raises(UserError) as err:
+        load_config(path, [override] if override else [])
+    message = str(err.value)
+    for part in expected:
+        assert part.format(file=path) in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "override", "expected"),
+    [
+        ("train: {epochs: three}\n", None, ["{file}", "train.epochs", "an integer", "'three'"]),
+        ("train: {epochs: 2.5}\n", None, ["{file}", "train.epochs", "an integer"]),
+        ("train: {tensorboard: 1}\n", None, ["{file}", "train.tensorboard", "true or false"]),
+        ("train: {amp: fp32}\n", None, ["{file}", "train.amp", "none, bf16, fp16"]),
+        ("train: {lr_steps: [0.8, 0.5]}\n", None, ["{file}", "train.lr_steps", "increasing"]),
+        ("model: {preset: vit-q}\n", None, ["{file}", "model.preset", "vit-b"]),
+        ("data: {format: coco}\n", None, ["{file}", "data.format", "ava"]),
+        ("train: 3\n", None, ["{file}", "train must be a mapping"]),
+        ("", "train.betas=[0.9]", ["command line", "train.betas", "a list of 2"]),
+        ("", "model.keep_rate=0", ["command line", "model.keep_rate", "(0, 1]"]),
+        ("", "data.classes=[a]", ["command line", "data.classes", "integers or null"]),
+        ("", "train.epochs", ["command line", "section.key=value"]),
+        ("", "output_dir.x=1", ["command line", "output_dir"]),
+    ],
+)
+def test_bad_values_name_source_and_key(tmp_path, text, override, expected):
+    path = write(tmp_path / "cfg.yaml", text)
+    with pytest.raises(UserError) as err:
+        load_config(path, [override] if override else [])
+    message = str(err.value)
+    for part in expected:
+        assert part.format(file=path) in message, message
+
+
+def test_error_names_the_base_file_that_holds_the_key(tmp_path):
+    base = write(tmp_path / "base.yaml", "train: {epochz: 1}\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\n")
+    with pytest.raises(UserError, match=str(base)):
+        load_config(child)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(UserError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "train: {epochs: [\n"))
+    with pytest.raises(UserError, match="mapping"):
+        load_config(write(tmp_path / "list.yaml", "- 1\n"))
+    a = write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(UserError, match="loops"):
+        load_config(a)
+
+
+def test_shipped_configs_load():
+    files = sorted(CONFIGS.glob("*.yaml"))
+    names = {f.name for f in files}
+    for expected in (
+        "ava_vit-b_16x4_kr1.0.yaml",
+        "ava_vit-b_16x4_kr0.7.yaml",
+        "ava_vit-b_16x4_kr0.6_wkf4.yaml",
+        "ava_vit-l_16x4_kr0.7.yaml",
+        "ucf24_vit-b_16x4.yaml",
+        "jhmdb_vit-b_16x4.yaml",
+    ):
+        assert expected in names
+    for path in files:
+        load_config(path)
+    kr06 = load_config(CONFIGS / "ava_vit-b_16x4_kr0.6_wkf4.yaml").model.model_config(80)
+    assert (kr06.keep_rate, kr06.keyframe_weight) == (0.6, 4.0)
+    large = load_config(CONFIGS / "ava_vit-l_16x4_kr0.7.yaml")
+    assert large.train.base_lr == 1e-5 and large.train.warmup_start_factor == 0.25
+    assert large.model.model_config(80).loss_weights["action"] == 6.0
+
+
+def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    by_name = load_config("synthetic_tiny", ["data.root=synth"])
+    assert by_name.model.preset == "tiny" and by_name.data.timestamp_start == 0
+    assert load_config("synthetic_tiny.yaml", ["data.root=synth"]) == by_name
+    with pytest.raises(UserError, match="no_such_config"):
+        load_config("no_such_config")

@@ -1,0 +1,56 @@
+"""`evad demo` end to end at a toy size: every artefact, the report's fields, and the output-folder rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evad.cli import main
+from evad.demo import REPORT_HTML, REPORT_JSON
+
+TOY = ["--videos", "4", "--seconds", "5", "--no-progress"]
+TOY += ["train.epochs=1", "train.eval_every=1", "train.batch_size=2", "train.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "demo-output"
+    assert main(["demo", "--out", str(out), *TOY]) == 0
+    return out
+
+
+def test_demo_writes_the_report_and_every_artefact(demo_out: Path) -> None:
+    report = json.loads((demo_out / REPORT_JSON).read_text())
+    assert 0.0 <= report["frame_mAP"] <= 1.0
+    # AVA protocol: the classes with ground truth in the held-out video are scored.
+    assert report["per_class"] and set(report["per_class"]) <= {str(c) for c in range(1, 14)}
+    assert set(report["group_mAP"]) <= {"pose", "motion", "object", "interaction"}
+    assert report["train_minutes"] > 0 and report["steps"] >= 1
+    assert report["tokens_per_stage"][0] > report["tokens_per_stage"][-1]  # pruning happened
+    for name in ("detect/annotated.mp4", "detect/detections.json", "detect/detections.csv", "tokens.png"):
+        assert (demo_out / name).stat().st_size > 0, name
+    assert (demo_out / "train" / "eval" / "metrics.json").is_file()
+    html = (demo_out / REPORT_HTML).read_text()
+    # Self-contained: the clip and the pictures are inline, nothing is linked from disk.
+    assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 2
+    assert "<svg" in html  # the loss curve
+    assert 'src="' not in html.replace('src="data:', "")
+
+
+def test_a_finished_demo_is_replaced_only_with_overwrite(demo_out: Path, capsys) -> None:
+    before = (demo_out / REPORT_JSON).read_bytes()
+    assert main(["demo", "--out", str(demo_out), *TOY]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (demo_out / REPORT_JSON).read_bytes() == before
+
+
+def test_a_folder_with_other_files_is_never_used(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my own file")
+    assert main(["demo", "--out", str(out), "--overwrite", *TOY]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "my own file"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
