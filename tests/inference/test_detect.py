@@ -169,3 +169,27 @@ def test_cli_writes_one_subfolder_per_video(make_video, tmp_path, capsys):
         _cli([str(a), "--out", str(tmp_path / "out" / "a"), *common])
     with pytest.raises(UserError, match="share the output folder"):
         _cli([str(a), str(tmp_path / "x" / "a.mp4"), "--out", str(tmp_path / "o"), *common])
+
+
+def test_cli_runs_a_trained_checkpoint_with_its_classes(make_video, tmp_path):
+    from evad.config import config_from_dict
+    from evad.engine.checkpoint import model_state, save_checkpoint
+
+    config = config_from_dict({"model": {"preset": "tiny"}, "data": {"test_short_side": 32}}, "test")
+    torch.manual_seed(0)
+    model = evad.create_model("tiny", num_classes=2)
+    dataset = {"num_classes": 2, "class_ids": [4, 9], "class_names": ["walk", "turn around"]}
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": model_state(model), "config": config.to_dict(), "dataset": dataset})
+    video = make_video(tmp_path / "a.mp4", num_frames=8)
+    out = tmp_path / "out"
+    args = [str(video), "--checkpoint", str(path), "--out", str(out), "--no-progress", "--person-threshold", "0"]
+    assert _cli(args) == 0
+    result = json.loads((out / "detections.json").read_text())
+    assert [c["id"] for c in result["classes"]] == [4, 9]
+    assert [c["name"] for c in result["classes"]] == ["walk", "turn around"]
+    with open(out / "detections.csv") as f:
+        assert {int(row[6]) for row in csv.reader(f)} == {4, 9}
+    save_checkpoint(tmp_path / "weights.pt", {"model": model_state(model)})  # weights only
+    with pytest.raises(UserError, match="not a checkpoint of `evad train`"):
+        _cli([str(video), "--checkpoint", str(tmp_path / "weights.pt"), "--out", str(tmp_path / "o2")])

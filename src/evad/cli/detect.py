@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s) PyAV can decode")
     source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="best.pt or last.pt of `evad train` (has classes, input size)")
     source.add_argument("--model", help="model preset with random weights (only to try the pipeline)")
     parser.add_argument("--num-classes", type=_positive(int), help="action classes of --model (default 80)")
     parser.add_argument(
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     keyframes.add_argument("--stride", type=_positive(int), help="one keyframe every STRIDE frames instead")
     parser.add_argument(
-        "--short-side", type=_positive(int), default=256, help="input short side (default 256)"
+        "--short-side", type=_positive(int), help="input short side (default: the checkpoint's; 256)"
     )
     parser.add_argument("--batch", type=_positive(int), default=4, help="clips per forward pass (default 4)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -103,6 +104,8 @@ def _load_model(args: argparse.Namespace) -> LoadedModel:
     """The detector named on the command line (the one place that knows where models come from)."""
     from evad.models import create_model
 
+    if args.checkpoint is not None:
+        return _load_checkpoint(Path(args.checkpoint), args)
     class_ids, class_names = _class_list(args.labelmap, args.num_classes)
     try:
         model = create_model(args.model, num_classes=len(class_ids))
@@ -112,7 +115,31 @@ def _load_model(args: argparse.Namespace) -> LoadedModel:
         f"evad: warning: --model {args.model} has random weights; its detections are meaningless",
         file=sys.stderr,
     )
-    return LoadedModel(model, class_ids, class_names, args.short_side)
+    return LoadedModel(model, class_ids, class_names, args.short_side or 256)
+
+
+def _load_checkpoint(path: Path, args: argparse.Namespace) -> LoadedModel:
+    """A model trained by `evad train`: architecture, classes and input size come from the file."""
+    from evad.config import config_from_dict
+    from evad.engine import checkpoint as ckpt
+    from evad.models import build_model
+
+    state = ckpt.load_checkpoint(path)
+    if "config" not in state or "dataset" not in state:
+        raise UserError(f"{path}: not a checkpoint of `evad train` (no config or class list stored)")
+    config = config_from_dict(state["config"], str(path))
+    dataset = state["dataset"]
+    class_ids = [int(c) for c in dataset["class_ids"]]
+    class_names = [str(n) for n in dataset["class_names"]]
+    if args.labelmap is not None:
+        from evad.evaluation.ava import read_labelmap
+
+        names = read_labelmap(args.labelmap)
+        class_names = [names.get(c, name) for c, name in zip(class_ids, class_names, strict=True)]
+    model = build_model(config.model.model_config(len(class_ids)))
+    ckpt.load_model_state(model, state["model"], str(path))
+    short_side = args.short_side if args.short_side is not None else config.data.test_short_side
+    return LoadedModel(model, class_ids, class_names, short_side)
 
 
 def _output_dirs(videos: list[Path], out: Path) -> list[Path]:
