@@ -183,7 +183,16 @@ def test_cli_runs_a_trained_checkpoint_with_its_classes(make_video, tmp_path):
     save_checkpoint(path, {"model": model_state(model), "config": config.to_dict(), "dataset": dataset})
     video = make_video(tmp_path / "a.mp4", num_frames=8)
     out = tmp_path / "out"
-    args = [str(video), "--checkpoint", str(path), "--out", str(out), "--no-progress", "--person-threshold", "0"]
+    args = [
+        str(video),
+        "--checkpoint",
+        str(path),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--person-threshold",
+        "0",
+    ]
     assert _cli(args) == 0
     result = json.loads((out / "detections.json").read_text())
     assert [c["id"] for c in result["classes"]] == [4, 9]
