@@ -1,4 +1,4 @@
-"""`evad evaluate ava|tubes`: score a detections file against ground truth."""
+"""`evad evaluate ava|tubes|oracle`: score a detections file against ground truth."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from evad.cli import evaluate_ava, evaluate_tubes
+    from evad.cli import evaluate_ava, evaluate_oracle, evaluate_tubes
 
     parser = subparsers.add_parser(
         "evaluate", help="score a detections file with the official protocols (AVA, UCF101-24/JHMDB)"
@@ -15,3 +15,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kinds.required = True
     evaluate_ava.register(kinds)
     evaluate_tubes.register(kinds)
+    evaluate_oracle.register(kinds)
