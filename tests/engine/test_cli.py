@@ -82,3 +82,11 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "train" in out and "eval" in out
+
+
+def test_overrides_may_sit_between_options(tmp_path, config_file, tiny_data, capsys):
+    args = ["train", "train.max_steps=1", "--config", str(config_file), "train.epochs=3", "--no-progress"]
+    assert main([*args, "train.log_every=1"]) == 0
+    assert "trained 1 epochs (1 steps)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # an unknown option is still refused
+        main(["train", "--config", str(config_file), "--no-such-option"])
