@@ -27,6 +27,14 @@ _GROUP_TITLES = {
 }
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """--groundtruth, --detections, --labelmap and --exclusions of an AVA scoring command."""
+    parser.add_argument("--groundtruth", required=True, type=Path, metavar="GT.csv", help="ground-truth CSV")
+    parser.add_argument("--detections", required=True, type=Path, metavar="DET.csv", help="detections CSV")
+    parser.add_argument("--labelmap", required=True, type=Path, metavar="MAP.pbtxt", help="label map")
+    parser.add_argument("--exclusions", type=Path, metavar="EXCL.csv", help="excluded timestamps CSV")
+
+
 def register(kinds: argparse._SubParsersAction) -> None:
     """Add the ``ava`` parser to the ``evad evaluate`` sub-commands."""
     parser = kinds.add_parser(
@@ -37,10 +45,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
         "keyframe, excluded keyframes skipped. Detections CSV rows: video_id, second, x1, y1, x2, y2 "
         "(normalised), action_id, score.",
     )
-    parser.add_argument("--groundtruth", required=True, type=Path, metavar="GT.csv", help="ground-truth CSV")
-    parser.add_argument("--detections", required=True, type=Path, metavar="DET.csv", help="detections CSV")
-    parser.add_argument("--labelmap", required=True, type=Path, metavar="MAP.pbtxt", help="label map")
-    parser.add_argument("--exclusions", type=Path, metavar="EXCL.csv", help="excluded timestamps CSV")
+    add_input_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument(
         "--plot",

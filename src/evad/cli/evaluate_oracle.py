@@ -11,7 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from evad.cli.evaluate_ava import _check_output
+from evad.cli.evaluate_ava import _check_output, add_input_arguments
 from evad.fileio import write_json_atomically
 
 
@@ -24,10 +24,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
         "on IoU), and with its action scores replaced by that ground truth's labels. The larger gain "
         "shows whether localization or classification limits the detector.",
     )
-    parser.add_argument("--groundtruth", required=True, type=Path, metavar="GT.csv", help="ground-truth CSV")
-    parser.add_argument("--detections", required=True, type=Path, metavar="DET.csv", help="detections CSV")
-    parser.add_argument("--labelmap", required=True, type=Path, metavar="MAP.pbtxt", help="label map")
-    parser.add_argument("--exclusions", type=Path, metavar="EXCL.csv", help="excluded timestamps CSV")
+    add_input_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the results to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.set_defaults(func=run)
