@@ -232,7 +232,7 @@ def test_missing_files_are_named(cfg: DataConfig, synth: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        ("synth_0000,2,0.1,0.2,0.5", "expected 2 or 7 or 8 comma-separated columns, found 5 columns"),
+        ("synth_0000,2,0.1,0.2,0.5", "expected 2, 7 or 8 comma-separated columns, found 5 columns"),
         ("synth_0000,2,0.1,0.2,1.5,0.6,1,0", "box (0.1, 0.2, 1.5, 0.6) is outside [0, 1]"),
         ("synth_0000,2,0.1,-0.2,0.5,0.6,1,0", "is outside [0, 1]"),
         ("synth_0000,2,0.5,0.2,0.1,0.6,1,0", "box (0.5, 0.2, 0.1, 0.6) has x2 < x1 or y2 < y1"),

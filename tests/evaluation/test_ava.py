@@ -231,8 +231,8 @@ def test_quoted_and_plain_files_read_alike(tmp_path):
 @pytest.mark.parametrize(
     ("row", "message"),
     [
-        (f"v1,902,{A},1,0.9,7", "expected 2 or 7 or 8 comma-separated columns, found 9 columns"),
-        ("", "expected 2 or 7 or 8 comma-separated columns, found an empty line"),
+        (f"v1,902,{A},1,0.9,7", "expected 2, 7 or 8 comma-separated columns, found 9 columns"),
+        ("", "expected 2, 7 or 8 comma-separated columns, found an empty line"),
         ("v1,902,abc,0.1,0.4,0.9,1,0.9", "column 3 (x1) 'abc' is not a number"),
         ("v1,902,0.1,0.1,0.4,,1,0.9", "column 6 (y2) '' is not a number"),
         (f"v1,902,{A},1.5,0.9", "column 7 (action_id) '1.5' is not an integer"),
@@ -372,7 +372,7 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
 
     write(tmp_path / "det.csv", [f"v1,902,{A},1,0.9", "v1,902,0.1"])
     assert cli_main([*args, "--overwrite"]) == 2
-    assert f"{tmp_path / 'det.csv'}:2: expected 2 or 7 or 8" in capsys.readouterr().err
+    assert f"{tmp_path / 'det.csv'}:2: expected 2, 7 or 8" in capsys.readouterr().err
 
 
 def test_cli_plot(tmp_path, cli_main):

@@ -218,7 +218,7 @@ def _column_error(source: str, line: int, column: int, value: str, what: str) ->
 
 
 def _columns_error(source: str, line: int, found: int, allowed: tuple[int, ...]) -> UserError:
-    expected = " or ".join(str(n) for n in allowed)
+    expected = allowed[0] if len(allowed) == 1 else f"{', '.join(map(str, allowed[:-1]))} or {allowed[-1]}"
     got = "an empty line" if found == 0 else f"{found} columns"
     return UserError(f"{source}:{line}: expected {expected} comma-separated columns, found {got}")
 
