@@ -31,7 +31,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -54,15 +53,13 @@ from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.evaluate import autocast_context, build_val_data, evaluate, make_postprocess, to_float32
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
+from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
 from evad.errors import UserError
-from evad.fileio import write_atomically
 from evad.losses import SetCriterion
 from evad.models.factory import build_criterion, build_model
 
 logger = logging.getLogger(__name__)
 
-LOG_FILE = "log.jsonl"
-TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
 METRIC = "frame_mAP"
 
@@ -123,83 +120,6 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
     random.seed(value)
     np.random.seed(value)  # noqa: NPY002 (transforms may draw from the global generator)
     torch.manual_seed(value)
-
-
-# ----------------------------------------------------------------------------------------------
-# Logging
-
-
-class RunLog:
-    """JSON lines (and TensorBoard scalars when available), written by rank 0 only.
-
-    Args:
-        out_dir: Output directory.
-        resume_step: When resuming, lines of steps after it (from the interrupted run) are dropped;
-            None starts a new log.
-        tensorboard: Also write TensorBoard scalars if `torch.utils.tensorboard` imports.
-    """
-
-    def __init__(self, out_dir: Path, resume_step: int | None, tensorboard: bool) -> None:
-        self.enabled = distributed.is_main_process()
-        self.path = out_dir / LOG_FILE
-        self.writer = None
-        if not self.enabled:
-            return
-        kept = []
-        if resume_step is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("step", 0) <= resume_step:
-                    kept.append(line)
-        text = "".join(line + "\n" for line in kept)
-        write_atomically(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.info("tensorboard is not installed; logging to %s only", self.path)
-            else:
-                self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=resume_step)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", encoding="utf-8") as file:
-            file.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            kind, step = record.get("type", "train"), record.get("step", 0)
-            for key, value in record.items():
-                if key not in ("type", "step", "epoch") and isinstance(value, int | float):
-                    self.writer.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-class _Window:
-    """Running sums of loss terms (as device tensors, so no sync per step) between log lines."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
-        self.clips = 0
-        self.start = time.perf_counter()
-
-    def add(self, terms: dict[str, torch.Tensor], clips: int) -> None:
-        for key, value in terms.items():
-            value = value.detach().float()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.count += 1
-        self.clips += clips
-
-    def means(self) -> dict[str, float]:
-        """Means over processes of the per-micro-batch means."""
-        local = {k: v.item() / max(self.count, 1) for k, v in self.sums.items()}
-        return distributed.all_reduce_mean(local)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,7 +188,7 @@ def train_one_epoch(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     world = distributed.get_world_size()
     num_batches = len(loader)
-    window, epoch_window = _Window(), _Window()
+    window, epoch_window = LossWindow(), LossWindow()
     show = progress and distributed.is_main_process()
     bar = tqdm(
         loader, desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True
@@ -333,7 +253,7 @@ def train_one_epoch(
                     record["grad_norm"] = grad_norm
                 if run_log is not None:
                     run_log.write(record)
-                window = _Window()
+                window = LossWindow()
             rate = epoch_window.clips / max(time.perf_counter() - epoch_window.start, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}", refresh=False)
             if max_steps is not None and global_step >= max_steps:
