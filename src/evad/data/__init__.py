@@ -20,7 +20,8 @@ from evad.data.build import (
 )
 from evad.data.collate import Batch, collate, padded_size
 from evad.data.config import DataConfig
-from evad.data.frames import ClipDataset, FrameFolders, KeyframeTargets, VideoFiles, clip_frame_numbers
+from evad.data.dataset import ClipDataset, KeyframeTargets
+from evad.data.frames import FrameFolders, VideoFiles, clip_frame_numbers
 from evad.data.transforms import ClipTransform, resized_size
 from evad.data.tubes import TubeDataset
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evad.data.frames import ClipDataset, FrameSource, KeyframeTargets
+from evad.data.dataset import ClipDataset, KeyframeTargets
+from evad.data.frames import FrameSource
 from evad.data.transforms import ClipTransform
 from evad.errors import UserError
 
