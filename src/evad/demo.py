@@ -27,10 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from evad.errors import UserError
-from evad.fileio import write_json_atomically
+from evad.fileio import write_atomically, write_json_atomically
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -158,6 +157,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     import torch
 
     from evad.config import load_config
+    from evad.data.build import build_dataset
+    from evad.data.collate import collate
     from evad.engine.train import train
     from evad.evaluation.ava import plot_per_class_ap
     from evad.inference.detect import detect_video
@@ -184,9 +185,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         raise RuntimeError("training ended without an evaluation; check train.eval_every")
     report_metrics = result["metrics"]["report"]  # also in OUT/train/eval/metrics.json
     print(f"[3/5] frame-mAP@0.5 on the held-out videos: {report_metrics['mAP']:.3f}")
-    plot_per_class_ap(out / "per_class_ap.png", report_metrics)
-
-    from evad.data.build import build_dataset
+    write_atomically(out / "per_class_ap.png", lambda tmp: plot_per_class_ap(tmp, report_metrics))
 
     val = build_dataset(config.data, "val")
     video = val.keyframes[0][0]
@@ -203,22 +202,20 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         progress=settings.progress,
     )
     with torch.no_grad():
-        item = val[len(val) // 2]
-        from evad.data.collate import collate
-
-        batch = collate([item], config.data.size_divisor)
+        batch = collate([val[len(val) // 2]], config.data.size_divisor)
         traced = trace_kept_tokens(model, batch.clips[0])
     render_kept_tokens(batch.clips[0], traced, out / "tokens.png", config.data.mean, config.data.std)
 
     per_class = report_metrics["per_class"]
+    groups = _class_groups(per_class)
     report = {
         "frame_mAP": report_metrics["mAP"],
         "per_class": per_class,
         "class_names": report_metrics.get("class_names", {}),
-        "group_mAP": _class_groups(per_class),
-        "motion_mAP": _class_groups(per_class).get("motion"),
+        "group_mAP": groups,
+        "motion_mAP": groups.get("motion"),
         "train_minutes": round(train_minutes, 2),
-        "total_minutes": None,
+        "total_minutes": round((time.perf_counter() - started) / 60, 2),
         "steps": result["global_step"],
         "epochs": result["epochs"],
         "keep_rate": model.backbone.keep_rate,
@@ -226,9 +223,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         "detected_keyframes": len(detected.keyframes),
         "detections": detected.num_detections,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
-        "config": yaml.safe_load(yaml.safe_dump(config.to_dict())),
+        "config": config.to_dict(),
     }
-    report["total_minutes"] = round((time.perf_counter() - started) / 60, 2)
     print("[5/5] writing the report")
     write_report_html(
         out / REPORT_HTML,
