@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "output_dir. Settings can be overridden as section.key=value, e.g. train.epochs=1 "
         "model.keep_rate=0.6 data.classes=[1,2].",
     )
-    parser.add_argument("--config", required=True, metavar="FILE", help="YAML config")
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="YAML file, or a shipped config by name"
+    )
     parser.add_argument(
         "--resume",
         metavar="PATH",
