@@ -283,3 +283,14 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     )
     assert main([*argv, "--seconds", "4", "--no-progress"]) == 2
     assert str(out) in capsys.readouterr().err
+
+
+def test_less_clutter_changes_pixels_not_annotations() -> None:
+    from dataclasses import replace
+
+    busy = simulate_video(TINY, seed=0, index=1)
+    calm = simulate_video(replace(TINY, background_shapes=(2, 4)), seed=0, index=1)
+    np.testing.assert_array_equal(busy.boxes, calm.boxes)
+    np.testing.assert_array_equal(busy.labels, calm.labels)
+    first = [next(iter(render_frames(video))) for video in (busy, calm)]
+    assert not np.array_equal(*first)

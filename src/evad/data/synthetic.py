@@ -137,6 +137,8 @@ class SynthConfig:
         val_fraction: share of videos (the last ones) in the validation / test split.
         jpeg_quality: OpenCV JPEG quality.
         timestamp_start: AVA second of the first frame.
+        background_shapes: (min, max) random rectangles, discs, lines and polygons painted on
+            each background (the clutter; the range is half-open like `numpy.random.integers`).
     """
 
     size: tuple[int, int] = (128, 171)
@@ -149,6 +151,7 @@ class SynthConfig:
     val_fraction: float = 0.25
     jpeg_quality: int = 90
     timestamp_start: int = 0
+    background_shapes: tuple[int, int] = (25, 45)
 
     @property
     def num_frames(self) -> int:
@@ -777,7 +780,9 @@ def _bounce(
     return lo + span - np.abs(np.mod(travelled, 2 * span) - span)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, height: int, width: int, shapes: tuple[int, int] = (25, 45)
+) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
     ramp = xx * math.cos(angle) + yy * math.sin(angle)
@@ -788,7 +793,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     img += cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
     canvas = np.clip(img, 0, 255).astype(np.uint8)
     scale = min(height, width)
-    for _ in range(int(rng.integers(25, 45))):
+    for _ in range(int(rng.integers(*shapes))):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         cx, cy = int(rng.integers(width)), int(rng.integers(height))
         kind = rng.integers(4)
@@ -927,7 +932,7 @@ def simulate_video(config: SynthConfig, seed: int, index: int) -> SynthVideo:
     behind, front = _distractors(rng, config, t)
     camera = _camera(rng, config, t)
     margin = int(np.abs(camera).max()) + 1
-    background = _background(rng, height + 2 * margin, width + 2 * margin)
+    background = _background(rng, height + 2 * margin, width + 2 * margin, config.background_shapes)
     noise = np.round(rng.normal(0, 2.5, (4, height, width, 3))).astype(np.int16)
     noise_index = rng.integers(0, 4, len(t))
     boxes = np.stack([a.boxes for a in actors]) - np.tile(camera, 2)[None]
