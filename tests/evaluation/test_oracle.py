@@ -64,9 +64,7 @@ def test_matching_is_one_to_one_and_ignores_boxes_without_overlap():
 
 
 def test_cli_prints_both_oracles_and_writes_json(tmp_path, capsys):
-    rows = [f"v,{s},0.2,0.1,0.4,0.5,1,0.9" for s in (1, 2)] + [
-        f"v,{s},0.7,0.2,0.9,0.6,2,0.8" for s in (1, 2)
-    ]
+    rows = [f"v,{s},0.2,0.1,0.4,0.5,1,0.9" for s in (1, 2)] + [f"v,{s},0.7,0.2,0.9,0.6,2,0.8" for s in (1, 2)]
     gt, det, labelmap = write(tmp_path, rows)
     out = tmp_path / "oracle.json"
     args = [
