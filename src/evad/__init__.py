@@ -6,9 +6,11 @@ Quick start::
     model = evad.create_model("vit-b", num_classes=80)     # keep rate 0.7 by default
     out = model(torch.randn(1, 3, 16, 224, 224), keep_rate=0.7)
     detections = evad.PostProcess()(out)                    # boxes, person and action scores
+    vit = evad.load_backbone("videomae-base/")              # a VideoMAE / HF / EVAD backbone
 """
 
 from evad.models import EVAD, PostProcess, build_criterion, create_model, get_config, list_models
+from evad.weights import load_backbone
 
 __version__ = "0.1.0"
 
@@ -20,4 +22,5 @@ __all__ = [
     "create_model",
     "get_config",
     "list_models",
+    "load_backbone",
 ]

@@ -13,6 +13,7 @@ from evad.engine import checkpoint as ckpt
 from evad.engine.optim import build_optimizer, build_scheduler
 from evad.errors import UserError
 from evad.models.factory import create_model
+from evad.weights import load_pretrained
 
 
 def training_state():
@@ -112,18 +113,18 @@ def test_mismatching_weights_are_a_user_error(tmp_path):
         ckpt.load_model_state(create_model("tiny", num_classes=5), state, "x.pt")
 
 
-def test_pretrained_skips_what_does_not_fit(tmp_path):
+def test_pretrained_skips_only_the_classifier_of_another_class_count(tmp_path):
     source = create_model("tiny", num_classes=5)
     path = tmp_path / "pre.pt"
     torch.save(source.state_dict(), path)
     target = create_model("tiny", num_classes=3)
-    missing, unused = ckpt.load_pretrained(target, path)
-    assert missing and all("action_logits" in n for n in missing)
-    assert all("action_logits" in n for n in unused)
+    report = load_pretrained(target, path)
+    assert report.skipped and all("action_logits" in n for n in report.skipped)
+    assert not report.missing and not report.ignored
     assert torch.equal(target.backbone.blocks[0].attn.qkv.weight, source.backbone.blocks[0].attn.qkv.weight)
     torch.save({"encoder.x": torch.ones(1)}, path)
-    with pytest.raises(UserError, match="no tensor matches"):
-        ckpt.load_pretrained(target, path)
+    with pytest.raises(UserError, match="not a VideoMAE"):
+        load_pretrained(target, path)
 
 
 def test_rng_state_round_trip(tmp_path):

@@ -19,7 +19,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "mAP. The architecture always comes from the checkpoint; data and eval settings come "
         "from --config, or from the config stored in the checkpoint.",
     )
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="last.pt or best.pt")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="last.pt or best.pt, or evad weights (a folder from `evad convert`; needs --config)",
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML config (default: the checkpoint's)")
     parser.add_argument(
         "--keep-rate",
@@ -37,9 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from evad.engine.evaluate import evaluate_checkpoint
     from evad.errors import UserError
+    from evad.weights.evad_format import is_weights_path
 
     if args.keep_rate is not None and not 0 < args.keep_rate <= 1:
         raise UserError(f"--keep-rate must be in (0, 1], got {args.keep_rate}")
+    if args.config is None and is_weights_path(args.checkpoint):
+        raise UserError(f"{args.checkpoint}: evad weights store no data settings; pass --config")
     logging.basicConfig(level=logging.INFO, format="evad: %(message)s", stream=sys.stderr)
     summary = evaluate_checkpoint(
         args.checkpoint,

@@ -13,6 +13,9 @@ Everything stored is tensors, numbers, strings, lists and dicts, so `torch.load(
 reads it: no pickled code runs when a checkpoint is opened. Writes go to a temporary file in the
 same directory and are renamed over the target, so an interrupted save never leaves a truncated
 checkpoint behind.
+
+`load_checkpoint` also reads evad weights (a folder with ``model.safetensors``
+and ``config.json``, see `evad.weights.evad_format`): the model and its classes, no training state.
 """
 
 from __future__ import annotations
@@ -43,13 +46,21 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read an evad checkpoint on the CPU with `weights_only=True`.
+    """Read an evad checkpoint on the CPU with `weights_only=True`, or evad weights.
+
+    Evad weights (a folder or a ``.safetensors`` file with ``config.json`` beside it) come back in
+    the same layout with the model section of the config only and ``partial_config`` set.
 
     Raises:
         UserError: If the file cannot be read, is not a torch file, holds anything but tensors
             and plain containers, or is not an evad checkpoint (naming the file).
     """
     path = Path(path)
+    if path.exists() and (path.is_dir() or path.suffix == ".safetensors"):
+        from evad.weights.evad_format import as_training_checkpoint
+        from evad.weights.reading import read_checkpoint
+
+        return as_training_checkpoint(read_checkpoint(path))
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
@@ -83,42 +94,6 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
         lines = str(err).strip().splitlines()
         detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
         raise UserError(f"{source}: weights do not fit the configured model: {detail}") from None
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
-    """Initialise `model` from an evad checkpoint or a plain state dict with evad's names.
-
-    Tensors whose name or shape does not fit are skipped (e.g. an action classifier trained on
-    another class count); nothing fitting at all is an error.
-
-    Returns:
-        The names left at their initial values, and the stored names not used.
-
-    Raises:
-        UserError: For an unreadable file or one sharing no tensor with the model.
-    """
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read pretrained weights: {err.strerror or err}") from None
-    except Exception as err:
-        raise UserError(f"{path}: not a readable weights file ({type(err).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise UserError(f"{path}: expected a state dict")
-    own = unwrap(model).state_dict()
-    fitting = {
-        k: v for k, v in state.items() if k in own and isinstance(v, torch.Tensor) and v.shape == own[k].shape
-    }
-    if not fitting:
-        raise UserError(
-            f"{path}: no tensor matches the model's parameter names and shapes (official EVAD and "
-            "VideoMAE files must be converted to evad's names first)"
-        )
-    unwrap(model).load_state_dict(fitting, strict=False)
-    return sorted(set(own) - set(fitting)), sorted(set(state) - set(fitting))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -360,9 +360,9 @@ def _train(
     criterion = build_criterion(model_cfg).to(device)
     postprocess = make_postprocess(config, model_cfg)
     if config.model.pretrained and state is None:
-        missing, unused = ckpt.load_pretrained(model, config.model.pretrained)
-        source = config.model.pretrained
-        _info(f"initialised from {source}: {len(missing)} tensors not in it, {len(unused)} unused")
+        from evad.weights import load_pretrained
+
+        _info(load_pretrained(model, config.model.pretrained).summary())
 
     optimizer = build_optimizer(model, tc.base_lr, tc.weight_decay, tc.head_lr_mult, tc.betas)
     total_steps = tc.epochs * steps_per_epoch(len(data.train_loader), tc.accum_steps)

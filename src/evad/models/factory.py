@@ -7,7 +7,9 @@ the paper's ViT-B EVAD; `tiny` is a few-hundred-kilobyte variant for CPU tests a
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
@@ -20,6 +22,8 @@ from evad.models.postprocess import PostProcess
 from evad.models.vit import VideoViT
 
 ACTION_HEADS = ("decoder", "linear")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +54,10 @@ class ModelConfig:
     loc_heads: int = 8
     loc_feedforward: int = 2048
     dim_dynamic: int = 64
+    pooler_resolution: int = 7  # RoIAlign output of the stages (official ROI_BOX_HEAD.POOLER_RESOLUTION)
+    sampling_ratio: int = 2  # of every RoIAlign, <= 0: adaptive (official POOLER_SAMPLING_RATIO)
+    cls_layers: int = 1  # Linear-LN-ReLU layers of the person classifier tower
+    reg_layers: int = 3  # ... of the box regression tower
     loc_dropout: float = 0.0
     person_threshold: float = 0.7
     # Classification branch (SPEC section 4).
@@ -58,7 +66,10 @@ class ModelConfig:
     decoder_depth: int = 6
     decoder_heads: int = 6
     decoder_drop_path: float = 0.1
+    decoder_mlp_ratio: float = 4.0
     act_dim: int = 2048
+    act_layers: int = 1  # hidden layers of each decoder block's action classifier
+    actor_pooler_resolution: int = 7  # 3-D RoIAlign output per slice (official ROI_XFORM_RESOLUTION)
     roi_extend: tuple[float, float] = (0.4, 0.2)
     official_token_order: bool = False
     # Loss weights (SPEC section 5).
@@ -162,7 +173,14 @@ def build_backbone(cfg: ModelConfig) -> VideoViT:
 
 def build_action_head(cfg: ModelConfig) -> nn.Module:
     if cfg.action_head == "linear":
-        return LinearActionHead(cfg.embed_dim, cfg.num_classes, cfg.roi_extend, patch_size=cfg.patch_size)
+        return LinearActionHead(
+            cfg.embed_dim,
+            cfg.num_classes,
+            cfg.roi_extend,
+            pooler_resolution=cfg.actor_pooler_resolution,
+            sampling_ratio=cfg.sampling_ratio,
+            patch_size=cfg.patch_size,
+        )
     if cfg.action_head != "decoder":
         raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {cfg.action_head!r}")
     grid = cfg.pretrain_img_size // cfg.patch_size
@@ -172,10 +190,13 @@ def build_action_head(cfg: ModelConfig) -> nn.Module:
         decoder_dim=cfg.decoder_dim,
         depth=cfg.decoder_depth,
         num_heads=cfg.decoder_heads,
-        mlp_ratio=cfg.mlp_ratio,
+        mlp_ratio=cfg.decoder_mlp_ratio,
         drop_path_rate=cfg.decoder_drop_path,
         act_dim=cfg.act_dim,
+        act_layers=cfg.act_layers,
         roi_extend=cfg.roi_extend,
+        pooler_resolution=cfg.actor_pooler_resolution,
+        sampling_ratio=cfg.sampling_ratio,
         patch_size=cfg.patch_size,
         table_grid=(cfg.num_frames // cfg.tubelet_size, grid, grid),
         official_token_order=cfg.official_token_order,
@@ -194,6 +215,10 @@ def build_model(cfg: ModelConfig) -> EVAD:
         num_heads=cfg.loc_heads,
         dim_feedforward=cfg.loc_feedforward,
         dim_dynamic=cfg.dim_dynamic,
+        pooler_resolution=cfg.pooler_resolution,
+        sampling_ratio=cfg.sampling_ratio,
+        num_cls_layers=cfg.cls_layers,
+        num_reg_layers=cfg.reg_layers,
         dropout=cfg.loc_dropout,
     )
     return EVAD(
@@ -213,10 +238,26 @@ def build_postprocess(cfg: ModelConfig) -> PostProcess:
     return PostProcess(person_threshold=cfg.person_threshold)
 
 
-def create_model(name: str, num_classes: int = 80, **overrides) -> EVAD:
+def create_model(name: str, num_classes: int = 80, pretrained: str | Path | None = None, **overrides) -> EVAD:
     """Build the named detector, e.g. ``create_model("vit-b", num_classes=80, keep_rate=0.7)``.
+
+    Args:
+        name: Preset name (`list_models()`).
+        num_classes: Action classes.
+        pretrained: Optional weights loaded into the built model: evad weights (`evad convert`
+            output, `best.pt`), a VideoMAE checkpoint (pre-trained, fine-tuned, or a Hugging Face
+            directory) or an official EVAD checkpoint; what was missing or unused is logged (see
+            `evad.weights.load_pretrained`).
+        **overrides: Any `ModelConfig` field.
 
     Raises:
         ValueError: for an unknown name or option, naming the accepted values.
+        UserError: for pretrained weights that cannot be read or whose shapes do not fit.
     """
-    return build_model(get_config(name, num_classes, **overrides))
+    model = build_model(get_config(name, num_classes, **overrides))
+    if pretrained is not None:
+        from evad.weights import load_pretrained  # evad.weights builds on this module
+
+        report = load_pretrained(model, pretrained)
+        logger.info("%s", report.summary())
+    return model

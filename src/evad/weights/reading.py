@@ -1,0 +1,279 @@
+"""Reading weight files without running code (EVAD issue 6: pretrained weights).
+
+Everything that reaches the model goes through `read_checkpoint`, which accepts
+
+- ``.safetensors`` files (a plain name -> tensor table; nothing in them can execute),
+- PyTorch files (``.pth``, ``.pt``, ``.pyth``, ``.bin``, ...) read with
+  ``torch.load(weights_only=True)``: tensors, numbers, strings and containers only. The handful of
+  harmless classes that training scripts commonly store beside the weights (``argparse.Namespace``,
+  numpy scalars) are allowed by name; anything else a pickle asks for is refused, so a file whose
+  unpickling would call code is an error before any of that code runs,
+- folders: a Hugging Face transformers folder (``config.json`` + ``model.safetensors``, sharded
+  safetensors or ``pytorch_model.bin``) or evad weights written by `evad convert`.
+
+Wrappers are removed: a state dict stored under ``model_state``, ``model``, ``module`` or
+``state_dict`` (up to three levels deep), and a ``module.`` prefix on every name (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evad.errors import UserError
+
+WRAPPER_KEYS = ("model_state", "model", "module", "state_dict")
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+HF_INDEX = "model.safetensors.index.json"
+CONFIG_FILE = "config.json"
+EVAD_FORMAT = "evad-weights"
+
+_NUMPY_DTYPES = (
+    "Bool Int8 Int16 Int32 Int64 UInt8 UInt16 UInt32 UInt64 Float16 Float32 Float64 Complex64 Complex128"
+)
+
+
+@dataclass
+class Checkpoint:
+    """Tensors read from one file or folder, with what came with them.
+
+    Attributes:
+        path: The file or folder read.
+        tensors: Flat name -> tensor mapping, wrappers removed.
+        hf_config: The ``config.json`` of a Hugging Face folder.
+        evad_info: The ``config.json`` of evad weights (`evad.weights.evad_format`), or the same
+            fields rebuilt from an `evad train` checkpoint.
+        official_cfg: The YAML text an official EVAD checkpoint stores under ``cfg``.
+    """
+
+    path: Path
+    tensors: dict[str, Tensor]
+    hf_config: dict[str, Any] | None = None
+    evad_info: dict[str, Any] | None = None
+    official_cfg: str | None = None
+
+
+@dataclass
+class Converted:
+    """A checkpoint's tensors under evad's parameter names.
+
+    Attributes:
+        tensors: evad name -> tensor.
+        origin: evad name -> the name it had in the checkpoint (a fused qkv names the query's).
+        dropped: Checkpoint names evad has no use for (classifier heads, pixel decoders, ...).
+        notes: Plain-words remarks for the load report.
+    """
+
+    tensors: dict[str, Tensor]
+    origin: dict[str, str]
+    dropped: list[str]
+    notes: list[str]
+
+
+def _allowed_globals() -> list[Any]:
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, f"{name}DType") for name in _NUMPY_DTYPES.split()]
+    return [argparse.Namespace, core.multiarray.scalar, np.dtype, *dtypes]
+
+
+def _file_kind(path: Path) -> str:
+    """ "zip" (PyTorch >= 1.6), "pickle" (older PyTorch), "safetensors", "empty" or "other"."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(9)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    if not head:
+        return "empty"
+    if head.startswith(b"PK"):
+        return "zip"
+    if head.startswith(b"\x80"):
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{":  # 8-byte header length, then the JSON header
+        return "safetensors"
+    return "other"
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with every failure a one-line UserError."""
+    kind = _file_kind(path)
+    if kind in ("empty", "other"):
+        what = "an empty file" if kind == "empty" else "not a PyTorch or safetensors file"
+        raise UserError(f"{path}: not a readable checkpoint ({what})")
+    if kind == "safetensors":
+        return load_safetensors(path)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_allowed_globals()):
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    except Exception as err:  # a refused global, a truncated zip, or a damaged pickle
+        text = str(err)
+        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if refused or "Weights only load failed" in text:
+            what = (
+                f"would call {refused.group(1)}" if refused else "uses pickle instructions beyond plain data"
+            )
+            raise UserError(
+                f"{path}: refused: unpickling it {what}; evad reads only tensors and plain values "
+                "(torch.load with weights_only=True)"
+            ) from None
+        if kind == "zip" or isinstance(err, EOFError):
+            raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt)") from None
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+
+
+def load_safetensors(path: Path) -> dict[str, Tensor]:
+    """All tensors of a safetensors file; a damaged file is a one-line UserError."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    except Exception as err:  # SafetensorError: bad header, truncated data
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable safetensors file ({detail})") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or a UserError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _holds_weights(value: Any) -> bool:
+    """Whether `value` is a state dict, or a mapping wrapping one."""
+    if not isinstance(value, Mapping) or not value:
+        return False
+    return any(isinstance(v, Tensor) for v in value.values()) or any(
+        _holds_weights(value.get(k)) for k in WRAPPER_KEYS
+    )
+
+
+def state_dict_of(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The flat tensor table inside a loaded object, and the top-level mapping it came from.
+
+    Raises:
+        UserError: If no mapping of names to tensors is found.
+    """
+    top = obj if isinstance(obj, Mapping) else {}
+    for _ in range(3):
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if _holds_weights(obj.get(k))), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not obj:
+        raise UserError(f"{path}: not a checkpoint (expected a mapping of names to tensors)")
+    others = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if others or not all(isinstance(k, str) for k in obj):
+        shown = ", ".join(map(str, others[:3]))
+        raise UserError(f"{path}: not a state dict (entries that are not tensors: {shown})")
+    tensors = dict(obj)
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k.removeprefix("module."): v for k, v in tensors.items()}
+    return tensors, dict(top)
+
+
+def _read_folder(path: Path) -> Checkpoint:
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError(
+            f"{path}: a weights folder needs a {CONFIG_FILE} (a Hugging Face VideoMAE folder or "
+            "the output of `evad convert`)"
+        )
+    config = read_json(config_path)
+    if config.get("format") == EVAD_FORMAT:
+        from evad.weights.evad_format import WEIGHTS_FILE
+
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise UserError(f"{path}: evad weights folder without {WEIGHTS_FILE}")
+        return Checkpoint(path, load_safetensors(weights), evad_info=config)
+    if "model_type" not in config:
+        raise UserError(f"{config_path}: neither evad weights nor a Hugging Face config (no model_type)")
+    if config["model_type"] != "videomae":
+        raise UserError(f"{config_path}: model_type {config['model_type']!r} is not 'videomae'")
+    if (path / HF_INDEX).is_file():
+        index = read_json(path / HF_INDEX).get("weight_map", {})
+        tensors: dict[str, Tensor] = {}
+        for shard in sorted(set(index.values())):
+            tensors.update(load_safetensors(path / shard))
+        return Checkpoint(path, tensors, hf_config=config)
+    for name in HF_WEIGHTS:
+        if (path / name).is_file():
+            file = path / name
+            loaded = load_safetensors(file) if name.endswith(".safetensors") else load_torch_file(file)
+            return Checkpoint(path, state_dict_of(loaded, file)[0], hf_config=config)
+    raise UserError(f"{path}: Hugging Face folder without {' or '.join(HF_WEIGHTS)}")
+
+
+def _evad_train_info(top: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The evad-weights fields of an `evad train` checkpoint (`best.pt`, `last.pt`)."""
+    if top.get("format") != "evad-checkpoint" or "config" not in top:
+        return None
+    from evad.config import config_from_dict
+    from evad.weights.evad_format import info_for
+
+    config = config_from_dict(top["config"], str(path))
+    dataset = top.get("dataset") or {}
+    if "num_classes" in dataset:
+        num_classes = int(dataset["num_classes"])
+    else:  # the last decoder block's classifier says how many classes
+        bias = [v for k, v in top["model"].items() if k.endswith("action_logits.bias")]
+        num_classes = int(bias[-1].shape[0]) if bias else 80
+    classes = None
+    if "class_ids" in dataset:
+        classes = {"ids": list(dataset["class_ids"]), "names": list(dataset.get("class_names") or [])}
+    cfg = config.model.model_config(num_classes)
+    return info_for(cfg, classes, config.data.test_short_side, preset=config.model.preset)
+
+
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read weights from a file or folder without running code.
+
+    Raises:
+        UserError: For a missing, unreadable, truncated or foreign file, or one that asks to run
+            code, in one line naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if path.is_dir():
+        return _read_folder(path)
+    if path.suffix == ".safetensors":
+        sibling = path.parent / CONFIG_FILE
+        if sibling.is_file():
+            config = read_json(sibling)
+            if config.get("format") == EVAD_FORMAT:
+                return Checkpoint(path, load_safetensors(path), evad_info=config)
+        return Checkpoint(path, load_safetensors(path))
+    tensors, top = state_dict_of(load_torch_file(path), path)
+    cfg = top.get("cfg")
+    return Checkpoint(
+        path,
+        tensors,
+        evad_info=_evad_train_info(top, path),
+        official_cfg=cfg if isinstance(cfg, str) else None,
+    )

@@ -1,0 +1,136 @@
+"""evad weights (model.safetensors + config.json): written by `evad convert`, read everywhere."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import evad
+from evad.cli import main
+from evad.config import config_from_dict
+from evad.engine import checkpoint as ckpt
+from evad.errors import UserError
+from evad.weights import load_pretrained, read_checkpoint
+from evad.weights.evad_format import CONFIG_FILE, WEIGHTS_FILE
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
+from tiny_data import TinyDataset, loader  # the engine tests' in-memory dataset
+
+import evad.engine.evaluate as evaluate_module
+
+CLASS_IDS, CLASS_NAMES = [1, 2, 3], ["class1", "class2", "class3"]
+
+
+@pytest.fixture
+def best_pt(tmp_path):
+    """An `evad train` checkpoint of a random tiny model with 3 named classes, test size 32."""
+    torch.manual_seed(0)
+    model = evad.create_model("tiny", num_classes=3)
+    config = config_from_dict({"model": {"preset": "tiny"}, "data": {"test_short_side": 32}}, "test")
+    dataset = {"num_classes": 3, "class_ids": CLASS_IDS, "class_names": CLASS_NAMES}
+    path = tmp_path / "best.pt"
+    ckpt.save_checkpoint(
+        path, {"model": ckpt.model_state(model), "config": config.to_dict(), "dataset": dataset}
+    )
+    return path
+
+
+def write_video(path: Path, frames: int = 8, size: int = 32) -> Path:
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = np.full((size, size, 3), 8 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_convert_writes_safetensors_and_config(tmp_path, best_pt, capsys):
+    out = tmp_path / "weights"
+    assert main(["convert", str(best_pt), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    info = json.loads((out / CONFIG_FILE).read_text())
+    assert info["format"] == "evad-weights" and info["num_classes"] == 3
+    assert info["classes"] == {"ids": CLASS_IDS, "names": CLASS_NAMES} and info["test_short_side"] == 32
+    stored = ckpt.load_checkpoint(best_pt)["model"]
+    for path in (out, out / WEIGHTS_FILE):  # the folder, or the file with config.json beside it
+        state = ckpt.load_checkpoint(path)
+        assert state["dataset"]["class_ids"] == CLASS_IDS and state["partial_config"]
+        assert state["model"].keys() == stored.keys()
+        assert all(torch.equal(state["model"][k], v) for k, v in stored.items())
+    assert "loaded" in capsys.readouterr().out
+
+    assert main(["convert", str(best_pt), str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["convert", str(best_pt), str(out), "--overwrite"]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(["convert", str(best_pt), str(out), "--overwrite"]) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert main(["convert", str(best_pt), str(tmp_path / "w.safetensors")]) == 2
+    assert main(["convert", str(best_pt), str(tmp_path / "x"), "--num-classes", "5"]) == 2
+    assert "predicts 3 classes" in capsys.readouterr().err
+
+
+def test_interrupted_write_leaves_the_old_folder(tmp_path, best_pt, monkeypatch):
+    import safetensors.torch
+
+    out = tmp_path / "weights"
+    assert main(["convert", str(best_pt), str(out)]) == 0
+    before = (out / WEIGHTS_FILE).read_bytes()
+
+    def failing_save(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    assert main(["convert", str(best_pt), str(out), "--overwrite"]) == 130  # interrupted
+    assert (out / WEIGHTS_FILE).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "weights"]
+
+
+def test_detect_and_eval_read_the_weights(tmp_path, best_pt, monkeypatch, capsys):
+    weights = tmp_path / "weights"
+    assert main(["convert", str(best_pt), str(weights)]) == 0
+    video = write_video(tmp_path / "a.mp4")
+    args = ["detect", str(video), "--checkpoint", str(weights), "--out", str(tmp_path / "det")]
+    assert main([*args, "--no-progress", "--person-threshold", "0"]) == 0
+    result = json.loads((tmp_path / "det" / "detections.json").read_text())
+    assert [c["id"] for c in result["classes"]] == CLASS_IDS
+    assert [c["name"] for c in result["classes"]] == CLASS_NAMES
+
+    assert main(["eval", "--checkpoint", str(weights)]) == 2
+    assert "pass --config" in capsys.readouterr().err
+    val_set = TinyDataset(6, flip=False, root=tmp_path / "gt")
+    monkeypatch.setattr(
+        evaluate_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
+    )
+    config = tmp_path / "eval.yaml"
+    config.write_text("data: {format: ava, timestamp_start: 0}\ntrain: {device: cpu}\n")
+    args = ["eval", "--checkpoint", str(weights), "--config", str(config), "--out", str(tmp_path / "ev")]
+    assert main([*args, "--no-progress"]) == 0
+    assert (tmp_path / "ev" / "metrics.json").exists()
+
+
+def test_create_model_and_training_read_the_weights(tmp_path, best_pt):
+    weights = tmp_path / "weights"
+    assert main(["convert", str(best_pt), str(weights)]) == 0
+    stored = read_checkpoint(weights).tensors
+    model = evad.create_model("tiny", num_classes=3, pretrained=weights)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stored.items())
+
+    other = evad.create_model("tiny", num_classes=5)
+    report = load_pretrained(other, weights)
+    assert sorted(report.skipped) == sorted(k for k in stored if "action_logits" in k)
+    assert not report.missing and not report.ignored
+    assert "another class count" in report.summary()
+
+    with pytest.raises(UserError, match="has shape"):
+        evad.create_model("tiny", num_classes=3, embed_dim=96, pretrained=weights)
