@@ -5,24 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evad.errors import UserError
 
 if TYPE_CHECKING:
-    from torch import nn
+    from evad.inference.pretrained import LoadedModel
+
+EXAMPLE_SECONDS = 4
 
 
-def _probability(text: str) -> float:
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
-def _positive(kind: type) -> Callable[[str], float]:
+def positive(kind: type) -> Callable[[str], float]:
+    """argparse type: a `kind` (int or float) above 0."""
+
     def parse(text: str) -> float:
         value = kind(text)
         if not value > 0:
@@ -33,6 +38,39 @@ def _positive(kind: type) -> Callable[[str], float]:
     return parse
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint / --model / --num-classes / --labelmap (shared with `evad visualize`)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--checkpoint",
+        help="best.pt or last.pt of `evad train` (has classes, input size); default: the packaged model",
+    )
+    source.add_argument("--model", help="model preset with random weights (only to try the pipeline)")
+    parser.add_argument("--num-classes", type=positive(int), help="action classes of --model (default 80)")
+    parser.add_argument(
+        "--labelmap", help="AVA label map .pbtxt naming the classes (default: ids 1..K named 'class k')"
+    )
+
+
+def load_model(args: argparse.Namespace) -> LoadedModel:
+    """The detector named on the command line (`evad.inference.load_detector`)."""
+    from evad.inference.pretrained import load_detector
+
+    loaded = load_detector(
+        args.checkpoint,
+        args.model,
+        num_classes=args.num_classes,
+        labelmap=args.labelmap,
+        short_side=args.short_side,
+    )
+    if loaded.random_weights:
+        print(
+            f"evad: warning: --model {args.model} has random weights; its detections are meaningless",
+            file=sys.stderr,
+        )
+    return loaded
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "detect",
@@ -40,106 +78,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Detect actors and their actions on keyframes of each video (16 x 4 clips around "
         "each keyframe) and write detections.csv (AVA layout, every class), detections.json and "
         "annotated.mp4 (boxes, track ids and actions drawn on every frame). With several videos, "
-        "each gets a subfolder of --out named after the video.",
+        "each gets a subfolder of --out named after the video. Without --checkpoint and --model "
+        "the small packaged model trained on the synthetic benchmark is used.",
     )
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video file(s) PyAV can decode")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="best.pt or last.pt of `evad train` (has classes, input size)")
-    source.add_argument("--model", help="model preset with random weights (only to try the pipeline)")
-    parser.add_argument("--num-classes", type=_positive(int), help="action classes of --model (default 80)")
+    parser.add_argument("videos", nargs="*", metavar="VIDEO", help="video file(s) PyAV can decode")
     parser.add_argument(
-        "--labelmap", help="AVA label map .pbtxt naming the classes (default: ids 1..K named 'class k')"
+        "--example",
+        action="store_true",
+        help=f"render a {EXAMPLE_SECONDS} s synthetic clip to OUT/example.mp4 and detect on it (no VIDEO)",
     )
+    add_model_arguments(parser)
     parser.add_argument("--out", default="detections", help="output folder (default: detections)")
     parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
-    parser.add_argument("--person-threshold", type=_probability, default=0.7, help="default: 0.7")
+    parser.add_argument("--person-threshold", type=probability, default=0.7, help="default: 0.7")
     parser.add_argument(
-        "--action-threshold", type=_probability, default=0.5, help="actions listed and drawn (default: 0.5)"
+        "--action-threshold", type=probability, default=0.5, help="actions listed and drawn (default: 0.5)"
     )
     keyframes = parser.add_mutually_exclusive_group()
     keyframes.add_argument(
-        "--rate", type=_positive(float), default=1.0, help="keyframes per second (default 1)"
+        "--rate", type=positive(float), default=1.0, help="keyframes per second (default 1)"
     )
-    keyframes.add_argument("--stride", type=_positive(int), help="one keyframe every STRIDE frames instead")
+    keyframes.add_argument("--stride", type=positive(int), help="one keyframe every STRIDE frames instead")
     parser.add_argument(
-        "--short-side", type=_positive(int), help="input short side (default: the checkpoint's; 256)"
+        "--short-side", type=positive(int), help="input short side (default: the checkpoint's; 256)"
     )
-    parser.add_argument("--batch", type=_positive(int), default=4, help="clips per forward pass (default 4)")
+    parser.add_argument("--batch", type=positive(int), default=4, help="clips per forward pass (default 4)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
-
-
-@dataclass
-class LoadedModel:
-    """A detector ready to run, with what it needs to be run right.
-
-    Attributes:
-        model: The detector.
-        class_ids: AVA id of each action output.
-        class_names: Name of each action output.
-        short_side: Input short side the model expects.
-    """
-
-    model: nn.Module
-    class_ids: list[int]
-    class_names: list[str]
-    short_side: int
-
-
-def _class_list(labelmap: str | None, num_classes: int | None) -> tuple[list[int], list[str]]:
-    if labelmap is None:
-        k = 80 if num_classes is None else num_classes
-        return list(range(1, k + 1)), [f"class {i}" for i in range(1, k + 1)]
-    from evad.evaluation.ava import read_labelmap
-
-    names = read_labelmap(labelmap)
-    if num_classes is not None and num_classes != len(names):
-        raise UserError(f"--num-classes {num_classes} but {labelmap} names {len(names)} classes")
-    return list(names), list(names.values())
-
-
-def _load_model(args: argparse.Namespace) -> LoadedModel:
-    """The detector named on the command line (the one place that knows where models come from)."""
-    from evad.models import create_model
-
-    if args.checkpoint is not None:
-        return _load_checkpoint(Path(args.checkpoint), args)
-    class_ids, class_names = _class_list(args.labelmap, args.num_classes)
-    try:
-        model = create_model(args.model, num_classes=len(class_ids))
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    print(
-        f"evad: warning: --model {args.model} has random weights; its detections are meaningless",
-        file=sys.stderr,
-    )
-    return LoadedModel(model, class_ids, class_names, args.short_side or 256)
-
-
-def _load_checkpoint(path: Path, args: argparse.Namespace) -> LoadedModel:
-    """A model trained by `evad train`: architecture, classes and input size come from the file."""
-    from evad.config import config_from_dict
-    from evad.engine import checkpoint as ckpt
-    from evad.models import build_model
-
-    state = ckpt.load_checkpoint(path)
-    if "config" not in state or "dataset" not in state:
-        raise UserError(f"{path}: not a checkpoint of `evad train` (no config or class list stored)")
-    config = config_from_dict(state["config"], str(path))
-    dataset = state["dataset"]
-    class_ids = [int(c) for c in dataset["class_ids"]]
-    class_names = [str(n) for n in dataset["class_names"]]
-    if args.labelmap is not None:
-        from evad.evaluation.ava import read_labelmap
-
-        names = read_labelmap(args.labelmap)
-        class_names = [names.get(c, name) for c, name in zip(class_ids, class_names, strict=True)]
-    model = build_model(config.model.model_config(len(class_ids)))
-    ckpt.load_model_state(model, state["model"], str(path))
-    short_side = args.short_side if args.short_side is not None else config.data.test_short_side
-    return LoadedModel(model, class_ids, class_names, short_side)
 
 
 def _output_dirs(videos: list[Path], out: Path) -> list[Path]:
@@ -160,14 +127,32 @@ def run(args: argparse.Namespace) -> int:
 
     from evad.inference import check_output_dir, detect_video, probe_video
 
-    videos = [Path(v) for v in args.videos]
-    out_dirs = _output_dirs(videos, Path(args.out))
-    for video, out_dir in zip(videos, out_dirs, strict=True):  # fail before any model runs
-        probe_video(video)
-        check_output_dir(out_dir, args.overwrite)
+    if args.example == bool(args.videos):
+        raise UserError(
+            "give VIDEO file(s) or --example, not both" if args.example else "give a VIDEO or --example"
+        )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available")
-    loaded = _load_model(args)
+    if args.example:
+        from evad.inference.example import EXAMPLE_VIDEO
+
+        videos = [Path(args.out) / EXAMPLE_VIDEO]
+        check_output_dir(args.out, args.overwrite)
+        if videos[0].exists() and not args.overwrite:
+            raise UserError(f"{videos[0]} already exists; pass --overwrite to replace it")
+        out_dirs = [Path(args.out)]
+    else:
+        videos = [Path(v) for v in args.videos]
+        out_dirs = _output_dirs(videos, Path(args.out))
+        for video, out_dir in zip(videos, out_dirs, strict=True):  # fail before any model runs
+            probe_video(video)
+            check_output_dir(out_dir, args.overwrite)
+    loaded = load_model(args)
+    if args.example:
+        from evad.inference.example import write_example_video
+
+        write_example_video(videos[0], EXAMPLE_SECONDS, overwrite=args.overwrite)
+        print(f"wrote a {EXAMPLE_SECONDS} s synthetic example video to {videos[0]}")
     for video, out_dir in zip(videos, out_dirs, strict=True):
         try:
             result = detect_video(
@@ -182,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 rate=None if args.stride else args.rate,
                 stride=args.stride,
                 batch_size=args.batch,
-                short_side=loaded.short_side,
+                **asdict(loaded.inputs),
                 device=args.device,
                 overwrite=args.overwrite,
                 progress=not args.no_progress,

@@ -29,19 +29,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from evad.data.transforms import resized_size
 from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
+from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.tracks import IouTracker
 from evad.inference.video import (
     ClipSampler,
-    KeyframeClip,
     VideoDecodeWarning,
     VideoInfo,
     VideoReader,
@@ -135,26 +132,6 @@ def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def clips_to_batch(
-    clips: Sequence[KeyframeClip],
-    mean: Sequence[float],
-    std: Sequence[float],
-    size_divisor: int = 32,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Stack resized uint8 clips into the model's input: normalised, zero-padded bottom/right.
-
-    Returns:
-        (B, 3, T, H', W') float clips, H' and W' the next multiples of `size_divisor`.
-    """
-    x = torch.from_numpy(np.stack([c.frames for c in clips])).to(device)  # (B, T, H, W, 3) uint8
-    x = x.permute(0, 4, 1, 2, 3).float().div_(255)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
-    x = (x - x.new_tensor(mean).view(1, 3, 1, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1, 1)
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % size_divisor, -w % size_divisor
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
-
-
 def _expected_keyframes(info: VideoInfo, rate: float | None, stride: int | None) -> int | None:
     if stride is not None:
         return -(-info.declared_frames // stride) if info.declared_frames else None
@@ -183,11 +160,7 @@ def _run_model(
 
     with VideoReader(path) as reader:
         info = reader.info
-        h, w = resized_size(info.height, info.width, short_side, max_long_side)
-
-        def resize(image: np.ndarray) -> np.ndarray:
-            return cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-
+        (h, w), resize = frame_resizer(info.height, info.width, short_side, max_long_side)
         results: list[KeyframeResult] = []
         total = _expected_keyframes(info, sampler.rate, sampler.stride)
         bar = tqdm(total=total, desc=f"detect {path.name}", unit="keyframe", disable=not progress)

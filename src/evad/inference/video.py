@@ -8,14 +8,14 @@ decoded and memory never grows with the video's length.
 Time comes from the frames' timestamps (pts * time_base, counted from the first frame), not from
 ``index / fps``, so variable-frame-rate videos get the right keyframes. Keyframes are either one
 every ``1 / rate`` seconds (keyframe k at time k / rate, on the nearest decoded frame; AVA uses
-rate 1) or one every ``stride`` frames.
+rate 1), one every ``stride`` frames, or at given times (a picture of one moment).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -235,35 +235,35 @@ class KeyframeClip:
     frames: np.ndarray
 
 
-class _RateKeyframes:
-    """Keyframe k at time k / rate, on the decoded frame nearest to it (ties: the earlier frame)."""
+class _TimedKeyframes:
+    """Keyframe k at time `time_of(k)` (increasing; None: no more), on the decoded frame nearest to
+    it (ties: the earlier frame)."""
 
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
+    def __init__(self, time_of: Callable[[int], float | None]) -> None:
+        self.time_of = time_of
         self.k = 0
         self.prev: tuple[int, float] | None = None
         self.last_index = -1
 
-    def _emit(self, index: int, out: list[tuple[int, float]]) -> None:
+    def _emit(self, index: int, time: float, out: list[tuple[int, float]]) -> None:
         if index != self.last_index:  # a rate above the frame rate would repeat frames
-            out.append((index, self.k / self.rate))
+            out.append((index, time))
             self.last_index = index
         self.k += 1
 
     def push(self, index: int, time: float) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = []
-        while self.k / self.rate <= time + _EPS:
-            t = self.k / self.rate
+        while (t := self.time_of(self.k)) is not None and t <= time + _EPS:
             nearer_prev = self.prev is not None and t - self.prev[1] <= time - t + _EPS
-            self._emit(self.prev[0] if nearer_prev else index, out)
+            self._emit(self.prev[0] if nearer_prev else index, t, out)
         self.prev = (index, time)
         return out
 
     def finish(self, end_time: float) -> list[tuple[int, float]]:
         """Keyframe times after the last frame's timestamp but before the video's end."""
         out: list[tuple[int, float]] = []
-        while self.prev is not None and self.k / self.rate < end_time - _EPS:
-            self._emit(self.prev[0], out)
+        while self.prev is not None and (t := self.time_of(self.k)) is not None and t < end_time - _EPS:
+            self._emit(self.prev[0], t, out)
         return out
 
 
@@ -275,10 +275,11 @@ class ClipSampler:
     ``after + 1`` frames are read ahead of the keyframe being cut.
 
     Args:
-        rate: Keyframes per second (exclusive with `stride`).
+        rate: Keyframes per second (ignored when `stride` or `times` is given).
         stride: One keyframe every `stride` frames, starting at frame 0.
+        times: Keyframes at these times in seconds instead (each on the nearest frame).
         num_frames: Clip length T (16).
-        sampling_rate: Frame step inside a clip (4).
+        sampling_rate: Frame step inside a clip (4; 0 repeats the keyframe).
     """
 
     def __init__(
@@ -286,31 +287,42 @@ class ClipSampler:
         *,
         rate: float | None = 1.0,
         stride: int | None = None,
+        times: Sequence[float] | None = None,
         num_frames: int = 16,
         sampling_rate: int = 4,
     ) -> None:
+        if stride is not None and times is not None:
+            raise ValueError("give stride or times, not both")
         if stride is not None:
             if stride < 1:
                 raise ValueError(f"stride must be >= 1 frame, got {stride}")
             rate = None
+        elif times is not None:
+            times = tuple(sorted(float(t) for t in times))
+            rate = None
         elif rate is None or not rate > 0:
             raise ValueError(f"rate must be > 0 keyframes per second, got {rate}")
-        if num_frames < 1 or sampling_rate < 1:
-            raise ValueError(f"num_frames and sampling_rate must be >= 1, got {num_frames}, {sampling_rate}")
+        if num_frames < 1 or sampling_rate < 0:
+            raise ValueError(
+                f"need num_frames >= 1 and sampling_rate >= 0, got {num_frames}, {sampling_rate}"
+            )
         self.rate = rate
         self.stride = stride
+        self.times = times
         # Input index T // 2 is the keyframe: offsets -32, -28, ..., +28 for 16 x 4.
         self.offsets = tuple((i - num_frames // 2) * sampling_rate for i in range(num_frames))
         self.before = -self.offsets[0]
         self.after = self.offsets[-1]
-        self.window = self.before + max(self.after, 0) + 1
+        # One frame more than the span where the span is one frame: the keyframe nearest to a time
+        # may be the frame before the one that decided it.
+        self.window = self.before + max(self.after, 1) + 1
         self.buffer: deque[Frame] = deque(maxlen=self.window)
         self.max_buffered = 0
 
     def clips(self, frames: Iterable[Frame]) -> Iterator[KeyframeClip]:
         """Yield the clip of every keyframe, in order, while consuming `frames`."""
         self.buffer.clear()
-        selector = _RateKeyframes(self.rate) if self.rate is not None else None
+        selector = self._selector()
         pending: deque[tuple[int, float]] = deque()
         for frame in frames:
             self.buffer.append(frame)
@@ -330,6 +342,15 @@ class ClipSampler:
             pending.extend(selector.finish(last.time + step))
         while pending:
             yield self._cut(*pending.popleft(), last=last.index)
+
+    def _selector(self) -> _TimedKeyframes | None:
+        if self.times is not None:
+            times = self.times
+            return _TimedKeyframes(lambda k: times[k] if k < len(times) else None)
+        if self.rate is not None:
+            rate = self.rate
+            return _TimedKeyframes(lambda k: k / rate)
+        return None
 
     def _cut(self, keyframe: int, time: float, last: int) -> KeyframeClip:
         first = self.buffer[0].index

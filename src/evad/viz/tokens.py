@@ -27,6 +27,7 @@ _TOP = 28  # pixels for the column labels
 _GAP = 4
 _MIN_CELL = 112  # small clips are enlarged so labels and tokens stay legible
 _KEYFRAME_COLOR = (255, 190, 0)  # RGB frame around the keyframe slice
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 @torch.no_grad()
@@ -70,11 +71,11 @@ def trace_kept_tokens(model: nn.Module, clip: Tensor, keep_rate: float | None = 
 
 @dataclass
 class TokenGrid:
-    """The rendered figure and its layout.
+    """A figure of frame cells: one row per stage (or actor), one column per temporal slice.
 
     Attributes:
         image: (height, width, 3) uint8 RGB figure.
-        row_labels: One label per row (stage).
+        row_labels: One label per row.
         num_columns: Temporal slices shown.
         cell: (height, width) of one frame cell in pixels.
     """
@@ -84,9 +85,53 @@ class TokenGrid:
     num_columns: int
     cell: tuple[int, int]
 
+    @classmethod
+    def blank(
+        cls,
+        row_labels: Sequence[str],
+        num_columns: int,
+        frame_size: tuple[int, int],
+        row_notes: Sequence[str] | None = None,
+    ) -> TokenGrid:
+        """A white figure with column labels (the keyframe slice is column ``num_columns // 2``)
+        and row labels (notes below them, lines split at newlines), for frames of `frame_size`
+        (enlarged by an integer factor if small)."""
+        H, W = frame_size
+        scale = max(1, -(-_MIN_CELL // min(H, W)))  # ceil: enlarge small clips by an integer factor
+        cell = (H * scale, W * scale)
+        height = _TOP + len(row_labels) * (cell[0] + _GAP)
+        width = _LEFT + num_columns * (cell[1] + _GAP)
+        grid = cls(np.full((height, width, 3), 255, np.uint8), list(row_labels), num_columns, cell)
+        for col in range(num_columns):
+            text = f"t={col}" + (" (key)" if col == num_columns // 2 else "")
+            x = _LEFT + col * (cell[1] + _GAP) + 2
+            cv2.putText(grid.image, text, (x, _TOP - 9), _FONT, 0.45, (0, 0, 0), 1)
+        for row, label in enumerate(row_labels):
+            y = grid.origin(row, 0)[0]
+            cv2.putText(grid.image, label, (6, y + 20), _FONT, 0.5, (0, 0, 0), 1)
+            notes = row_notes[row].split("\n") if row_notes is not None else []
+            for i, note in enumerate(notes):
+                cv2.putText(grid.image, note, (6, y + 42 + 20 * i), _FONT, 0.45, (80,) * 3, 1)
+        return grid
+
     def origin(self, row: int, column: int) -> tuple[int, int]:
         """(y, x) pixel of the top-left corner of a cell."""
         return _TOP + row * (self.cell[0] + _GAP), _LEFT + column * (self.cell[1] + _GAP)
+
+    def paste(self, row: int, column: int, frame: np.ndarray) -> None:
+        """Put an (H, W, 3) RGB frame into a cell (enlarged without smoothing); frame the keyframe."""
+        y, x = self.origin(row, column)
+        ch, cw = self.cell
+        self.image[y : y + ch, x : x + cw] = cv2.resize(frame, (cw, ch), interpolation=cv2.INTER_NEAREST)
+        if column == self.num_columns // 2:
+            cv2.rectangle(self.image, (x, y), (x + cw - 1, y + ch - 1), _KEYFRAME_COLOR, 2)
+
+    def save_png(self, path: str | Path) -> None:
+        """Write the figure as PNG, atomically."""
+        ok, png = cv2.imencode(".png", cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise RuntimeError("OpenCV could not encode the figure as PNG")
+        write_atomically(path, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
 
 
 def _stage_indices(outputs: dict, batch_index: int) -> list[Tensor]:
@@ -98,8 +143,12 @@ def _stage_indices(outputs: dict, batch_index: int) -> list[Tensor]:
     return [torch.arange(t * h * w), kept]
 
 
-def _frames(clip: Tensor | np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(3, T, H, W) normalised clip -> (T, H, W, 3) uint8 RGB."""
+def clip_frames(
+    clip: Tensor | np.ndarray,
+    mean: Sequence[float] = (0.45, 0.45, 0.45),
+    std: Sequence[float] = (0.225, 0.225, 0.225),
+) -> np.ndarray:
+    """Undo the normalisation of a (3, T, H, W) clip: (T, H, W, 3) uint8 RGB frames."""
     x = torch.as_tensor(clip).detach().float().cpu()
     x = x * torch.tensor(std).view(3, 1, 1, 1) + torch.tensor(mean).view(3, 1, 1, 1)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -137,41 +186,19 @@ def render_kept_tokens(
     """
     t, h, w = (int(v) for v in outputs["grid"])
     stages = _stage_indices(outputs, batch_index)
-    frames = _frames(clip, mean, std)  # (T, H, W, 3)
+    frames = clip_frames(clip, mean, std)  # (T, H, W, 3)
     T, H, W = frames.shape[:3]
     tubelet = T // t
-    scale = max(1, -(-_MIN_CELL // min(H, W)))  # ceil: enlarge small clips by an integer factor
-    cell = (H * scale, W * scale)
     labels = ["input"] + [f"after pruning {k}" for k in range(1, len(stages))]
-    counts = [len(s) for s in stages]
-    height = _TOP + len(stages) * (cell[0] + _GAP)
-    width = _LEFT + t * (cell[1] + _GAP)
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    figure = TokenGrid(canvas, labels, t, cell)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for col in range(t):
-        text = f"t={col}" + (" (key)" if col == t // 2 else "")
-        cv2.putText(canvas, text, (_LEFT + col * (cell[1] + _GAP) + 2, _TOP - 9), font, 0.45, (0, 0, 0), 1)
+    figure = TokenGrid.blank(labels, t, (H, W), [f"{len(s)} tokens" for s in stages])
     for row, indices in enumerate(stages):
         kept = np.zeros(t * h * w, bool)
         kept[indices.long().numpy()] = True
         kept = kept.reshape(t, h, w)
-        cv2.putText(canvas, labels[row], (6, figure.origin(row, 0)[0] + 20), font, 0.5, (0, 0, 0), 1)
-        cv2.putText(
-            canvas, f"{counts[row]} tokens", (6, figure.origin(row, 0)[0] + 42), font, 0.45, (80,) * 3, 1
-        )
         for col in range(t):
             frame = frames[col * tubelet]
             mask = np.kron(kept[col], np.ones((H // h, W // w), bool))  # (h, w) -> (H, W) by patch
-            shown = np.where(mask[..., None], frame, _dim(frame))
-            shown = cv2.resize(shown, (cell[1], cell[0]), interpolation=cv2.INTER_NEAREST)
-            y, x = figure.origin(row, col)
-            canvas[y : y + cell[0], x : x + cell[1]] = shown
-            if col == t // 2:
-                cv2.rectangle(canvas, (x, y), (x + cell[1] - 1, y + cell[0] - 1), _KEYFRAME_COLOR, 2)
+            figure.paste(row, col, np.where(mask[..., None], frame, _dim(frame)))
     if path is not None:
-        ok, png = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise RuntimeError("OpenCV could not encode the token figure as PNG")
-        write_atomically(path, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+        figure.save_png(path)
     return figure

@@ -1,0 +1,132 @@
+"""Where the detector of `evad detect` and `evad visualize` comes from.
+
+Three sources, in this order of precedence: a checkpoint of `evad train` (architecture, classes and
+input size are stored in it), a model preset with random weights (to try the pipeline), or the
+small model trained on the synthetic benchmark that ships with the package
+(`packaged_checkpoint`), used when neither is named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from evad.errors import UserError
+from evad.inference.preprocess import InputSettings
+
+PACKAGED_CHECKPOINT = "synthetic_tiny.pt"
+
+
+def packaged_checkpoint() -> Path:
+    """The packaged model's checkpoint file (an `evad train` checkpoint; it may not be installed).
+
+    It is the tiny preset trained with ``configs/synthetic_tiny.yaml`` on the synthetic benchmark,
+    stored as ``evad/inference/weights/synthetic_tiny.pt``.
+    """
+    return Path(__file__).resolve().parent / "weights" / PACKAGED_CHECKPOINT
+
+
+@dataclass
+class LoadedModel:
+    """A detector ready to run, with what it needs to be run right.
+
+    Attributes:
+        model: The detector.
+        class_ids: AVA id of each action output.
+        class_names: Name of each action output.
+        inputs: How clips are resized, sampled and normalised for it.
+        source: What it was loaded from (a file, or ``preset <name>``).
+        random_weights: Whether the weights are untrained (a preset).
+    """
+
+    model: nn.Module
+    class_ids: list[int]
+    class_names: list[str]
+    inputs: InputSettings = field(default_factory=InputSettings)
+    source: str = ""
+    random_weights: bool = False
+
+
+def class_list(labelmap: str | Path | None, num_classes: int | None) -> tuple[list[int], list[str]]:
+    """Class ids and names from an AVA label map, or ids 1..K named ``class k`` (K = 80 by default)."""
+    if labelmap is None:
+        k = 80 if num_classes is None else num_classes
+        return list(range(1, k + 1)), [f"class {i}" for i in range(1, k + 1)]
+    from evad.evaluation.ava import read_labelmap
+
+    names = read_labelmap(labelmap)
+    if num_classes is not None and num_classes != len(names):
+        raise UserError(f"--num-classes {num_classes} but {labelmap} names {len(names)} classes")
+    return list(names), list(names.values())
+
+
+def load_detector(
+    checkpoint: str | Path | None = None,
+    preset: str | None = None,
+    *,
+    num_classes: int | None = None,
+    labelmap: str | Path | None = None,
+    short_side: int | None = None,
+) -> LoadedModel:
+    """Load the detector from `checkpoint`, else build `preset`, else load the packaged model.
+
+    Args:
+        checkpoint: best.pt / last.pt of `evad train`.
+        preset: Model preset name, with random weights.
+        num_classes: Action classes of `preset` (80 if None; the label map's count if given).
+        labelmap: AVA label map naming the classes (for a checkpoint: renames its stored classes).
+        short_side: Input short side; the checkpoint's test size (or 256) if None.
+
+    Raises:
+        UserError: For an unreadable checkpoint, an unknown preset, or no packaged model installed.
+    """
+    if checkpoint is None and preset is None:
+        checkpoint = packaged_checkpoint()
+        if not checkpoint.is_file():
+            raise UserError(
+                f"no packaged model is installed ({checkpoint} is missing); pass --checkpoint or --model"
+            )
+    if checkpoint is not None:
+        return _load_checkpoint(Path(checkpoint), labelmap, short_side)
+    from evad.models import create_model
+
+    class_ids, class_names = class_list(labelmap, num_classes)
+    try:
+        model = create_model(preset, num_classes=len(class_ids))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    inputs = InputSettings(short_side=short_side or InputSettings.short_side)
+    return LoadedModel(model, class_ids, class_names, inputs, f"preset {preset}", random_weights=True)
+
+
+def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | None) -> LoadedModel:
+    """A model trained by `evad train`: architecture, classes and input settings come from the file."""
+    from evad.config import config_from_dict
+    from evad.engine import checkpoint as ckpt
+    from evad.models import build_model
+
+    state = ckpt.load_checkpoint(path)
+    if "config" not in state or "dataset" not in state:
+        raise UserError(f"{path}: not a checkpoint of `evad train` (no config or class list stored)")
+    config = config_from_dict(state["config"], str(path))
+    dataset = state["dataset"]
+    class_ids = [int(c) for c in dataset["class_ids"]]
+    class_names = [str(n) for n in dataset["class_names"]]
+    if labelmap is not None:
+        from evad.evaluation.ava import read_labelmap
+
+        names = read_labelmap(labelmap)
+        class_names = [names.get(c, name) for c, name in zip(class_ids, class_names, strict=True)]
+    model = build_model(config.model.model_config(len(class_ids)))
+    ckpt.load_model_state(model, state["model"], str(path))
+    data = config.data
+    inputs = InputSettings(
+        short_side=short_side if short_side is not None else data.test_short_side,
+        max_long_side=data.max_long_side,
+        sampling_rate=data.sampling_rate,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+    )
+    return LoadedModel(model, class_ids, class_names, inputs, str(path))

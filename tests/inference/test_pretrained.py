@@ -1,0 +1,49 @@
+"""Where the detector comes from: a checkpoint, a preset, or the packaged model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import evad
+from evad.errors import UserError
+from evad.inference import pretrained
+from evad.inference.pretrained import load_detector, packaged_checkpoint
+
+
+def _train_checkpoint(path):
+    from evad.config import config_from_dict
+    from evad.engine.checkpoint import model_state, save_checkpoint
+
+    data = {"test_short_side": 48, "mean": [0.5, 0.5, 0.5], "sampling_rate": 2}
+    config = config_from_dict({"model": {"preset": "tiny"}, "data": data}, "test")
+    torch.manual_seed(0)
+    model = evad.create_model("tiny", num_classes=2)
+    dataset = {"num_classes": 2, "class_ids": [4, 9], "class_names": ["walk", "turn around"]}
+    save_checkpoint(path, {"model": model_state(model), "config": config.to_dict(), "dataset": dataset})
+    return path
+
+
+def test_a_checkpoint_brings_its_classes_and_input_settings(tmp_path):
+    loaded = load_detector(_train_checkpoint(tmp_path / "best.pt"))
+    assert (loaded.class_ids, loaded.class_names) == ([4, 9], ["walk", "turn around"])
+    assert loaded.inputs.short_side == 48 and loaded.inputs.sampling_rate == 2
+    assert loaded.inputs.mean == (0.5, 0.5, 0.5) and not loaded.random_weights
+    assert load_detector(tmp_path / "best.pt", short_side=64).inputs.short_side == 64
+
+
+def test_a_preset_has_random_weights_and_numbered_classes():
+    loaded = load_detector(preset="tiny", num_classes=3)
+    assert loaded.random_weights and loaded.class_ids == [1, 2, 3] and loaded.inputs.short_side == 256
+    with pytest.raises(UserError, match="unknown model"):
+        load_detector(preset="vit-z")
+
+
+def test_without_a_source_the_packaged_model_is_loaded_if_installed(tmp_path, monkeypatch):
+    assert packaged_checkpoint().name == "synthetic_tiny.pt"
+    monkeypatch.setattr(pretrained, "packaged_checkpoint", lambda: tmp_path / "missing.pt")
+    with pytest.raises(UserError, match=r"no packaged model is installed.*--checkpoint or --model"):
+        load_detector()
+    path = _train_checkpoint(tmp_path / "synthetic_tiny.pt")
+    monkeypatch.setattr(pretrained, "packaged_checkpoint", lambda: path)
+    assert load_detector().class_names == ["walk", "turn around"]

@@ -1,0 +1,46 @@
+"""Detection streams: decoded frames are released as it goes, never all held at once (issue 5).
+
+`benchmarks/detect_memory.py` measures the same on a long 1080p video.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+import evad
+from evad.inference import detect_video
+from evad.inference.video import ClipSampler, VideoReader
+
+
+def test_detect_video_holds_at_most_a_clip_window_of_frames(make_video, tmp_path, monkeypatch):
+    path = make_video(tmp_path / "long.mp4", num_frames=200, size=(32, 40), noise=True)
+    passes: list[dict] = []
+    frames = VideoReader.frames
+
+    def tracked(self, transform=None):
+        counts = {"decoded": 0, "alive": 0, "max_alive": 0}
+        passes.append(counts)
+
+        def released() -> None:
+            counts["alive"] -= 1
+
+        for frame in frames(self, transform):
+            counts["decoded"] += 1
+            counts["alive"] += 1
+            counts["max_alive"] = max(counts["max_alive"], counts["alive"])
+            weakref.finalize(frame, released)
+            yield frame
+
+    monkeypatch.setattr(VideoReader, "frames", tracked)
+    torch.manual_seed(0)
+    model = evad.create_model("tiny", num_classes=2)
+    result = detect_video(model, path, tmp_path / "out", ["a", "b"], [1, 2], short_side=32, progress=False)
+
+    window = ClipSampler().window  # 61 frames for 16 x 4 clips
+    clips, annotate = passes
+    assert clips["decoded"] == annotate["decoded"] == result.num_frames == 200
+    assert clips["max_alive"] <= window + 1  # the sliding window (plus the frame being handed over)
+    assert annotate["max_alive"] <= 2  # drawn, encoded and dropped one by one
+    assert clips["alive"] == annotate["alive"] == 0
