@@ -5,7 +5,8 @@ import torch
 
 import evad
 from evad.models import build_criterion, build_postprocess, get_config
-from evad.models.heads.classification import extend_boxes
+from evad.models.heads.classification import extend_boxes, roi_pool_3d
+from evad.ops import roi_align
 
 NUM_CLASSES = 5
 
@@ -114,3 +115,27 @@ def test_postprocess_thresholds_and_rescales():
     # No proposal passes: all are kept.
     outputs["pred_logits"] = torch.tensor([[[0.0, 3.0]] * 3])
     assert len(build_postprocess(get_config("tiny"))(outputs)[0]) == 3
+
+
+def test_3d_roi_pooling_equals_roi_align_on_each_slice():
+    # Slices are pooled together as channels; the result must be per-slice RoIAlign, max over
+    # space, mean over time.
+    generator = torch.Generator().manual_seed(0)
+    dense = torch.randn(2, 5, 4, 6, 8, generator=generator, dtype=torch.float64)  # (B, C, t, h, w)
+    boxes = torch.tensor(
+        [
+            [[3.0, 5.0, 60.0, 90.0], [-10.0, 0.0, 20.0, 30.0]],
+            [[0.0, 0.0, 128.0, 96.0], [70.0, 40.0, 71.0, 41.0]],
+        ],
+        dtype=torch.float64,
+    )
+    out = roi_pool_3d(dense, boxes, output_size=7, spatial_scale=1 / 16, sampling_ratio=2)
+    assert out.shape == (2, 2, 5)
+    for b in range(2):
+        for q in range(2):
+            rois = torch.cat((torch.zeros(1, 1, dtype=torch.float64), boxes[b, q][None]), dim=1)
+            per_slice = [
+                roi_align(dense[b : b + 1, :, s], rois, 7, 1 / 16, 2, aligned=True).amax(dim=(-2, -1))
+                for s in range(4)
+            ]
+            torch.testing.assert_close(out[b, q], torch.cat(per_slice).mean(dim=0), rtol=0, atol=1e-12)

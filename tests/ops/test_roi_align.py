@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from evad.ops import assign_fpn_levels, multi_scale_roi_align, roi_align, torchvision_available
+from evad.ops.roi_align import roi_align_per_image
 
 needs_torchvision = pytest.mark.skipif(
     not torchvision_available(), reason="torchvision's compiled ops cannot be used here"
@@ -240,3 +241,13 @@ def test_multi_scale_roi_align_gradient_reaches_only_used_levels():
     multi_scale_roi_align(features, [torch.tensor([[4.0, 4.0, 20.0, 20.0]])], 2).sum().backward()
     assert features[0].grad.abs().sum() > 0
     assert features[1].grad.abs().sum() == 0
+
+
+def test_roi_align_per_image_matches_reference():
+    # EDGE_CASE_ROIS regrouped as 4 boxes on each of the 2 images: (B, Q, 4).
+    input = torch.randn(2, 3, 7, 9, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    rois = EDGE_CASE_ROIS[EDGE_CASE_ROIS[:, 0].argsort(stable=True)]
+    out = roi_align_per_image(input, rois[:, 1:].view(2, 4, 4), (3, 2), 0.5, 2, True, use_torchvision=False)
+    assert out.shape == (2, 4, 3, 3, 2)
+    expected = reference_roi_align(input, rois, (3, 2), 0.5, 2, True)
+    torch.testing.assert_close(out.flatten(0, 1), torch.as_tensor(expected), rtol=1e-10, atol=1e-10)

@@ -14,7 +14,19 @@ from collections.abc import Sequence
 from evad.errors import UserError
 
 # Modules providing `register(subparsers)`, in the order they appear in `evad --help`.
-_COMMAND_MODULES = ("demo", "train", "eval", "detect", "evaluate", "flops", "data")
+_COMMAND_MODULES = (
+    "demo",
+    "train",
+    "eval",
+    "detect",
+    "visualize",
+    "evaluate",
+    "convert",
+    "export",
+    "flops",
+    "bench",
+    "data",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

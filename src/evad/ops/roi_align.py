@@ -108,7 +108,10 @@ def roi_align(
             f"roi_align expects input (N, C, H, W) and rois (K, 5), got {tuple(input.shape)} "
             f"and {tuple(rois.shape)}"
         )
-    tv_ops = resolve_torchvision(use_torchvision)
+    # A traced graph (model export) takes the pure-PyTorch path unless told otherwise, so that it
+    # needs no compiled extension where it runs.
+    tracing = torch.jit.is_tracing() and use_torchvision is None
+    tv_ops = None if tracing else resolve_torchvision(use_torchvision)
     if tv_ops is not None:
         # The compiled kernel reads rois in the input's dtype; run half precision in float32 (as
         # torchvision's autocast rule does) so that box corners are not rounded to bf16/fp16.
@@ -157,7 +160,10 @@ def roi_align(
     for gh, gw, members in groups:
         # Bound the gathered tensor: with the adaptive grid a large RoI has thousands of samples.
         samples_per_roi = out_h * out_w * 4 * gh * gw * channels
-        for chunk in members.split(max(1, _MAX_GATHERED // max(samples_per_roi, 1))):
+        chunk_size = max(1, _MAX_GATHERED // max(samples_per_roi, 1))
+        # One chunk is not split: the ONNX exporter turns an oversized split into an invalid node.
+        chunks = members.split(chunk_size) if len(members) > chunk_size else (members,)
+        for chunk in chunks:
             row_index, row_weight = _axis_samples(start[chunk, 1], roi_h[chunk], out_h, gh, height)
             col_index, col_weight = _axis_samples(start[chunk, 0], roi_w[chunk], out_w, gw, width)
             # (G, out_h, 1, 2gh, 1) + (G, 1, out_w, 1, 2gw) -> (G, out_h, out_w, 2gh, 2gw): the samples
@@ -219,6 +225,34 @@ def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int
     weight = torch.stack((1.0 - frac, frac), dim=-1) * (inside / grid)[..., None]
     # (G, bins, grid, 2) -> (G, bins, 2 * grid)
     return index.flatten(2), weight.flatten(2)
+
+
+def roi_align_per_image(
+    input: Tensor,
+    boxes: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+    use_torchvision: bool | None = None,
+) -> Tensor:
+    """`roi_align` for the same number of boxes on every image, returned per image.
+
+    Args:
+        input: ``(B, C, H, W)`` feature maps.
+        boxes: ``(B, Q, 4)`` xyxy boxes, box ``q`` of image ``b`` pooled from ``input[b]``.
+        output_size, spatial_scale, sampling_ratio, aligned, use_torchvision: See `roi_align`.
+
+    Returns:
+        ``(B, Q, C, out_h, out_w)`` pooled features.
+    """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    B, C = input.shape[:2]
+    Q = boxes.shape[1]
+    index = torch.arange(B, device=boxes.device, dtype=boxes.dtype)[:, None, None].expand(B, Q, 1)
+    rois = torch.cat((index, boxes), dim=2).reshape(B * Q, 5)  # (B, Q, 5) -> (B*Q, 5)
+    pooled = roi_align(input, rois, (out_h, out_w), spatial_scale, sampling_ratio, aligned, use_torchvision)
+    return pooled.view(B, Q, C, out_h, out_w)  # (B*Q, C, S, S) -> (B, Q, C, S, S)
 
 
 def assign_fpn_levels(
@@ -291,6 +325,21 @@ def multi_scale_roi_align(
 
     reference = features[0]
     pooled = reference.new_zeros(len(rois), reference.shape[1], out_h, out_w)
+    if torch.jit.is_tracing():
+        # A traced graph (model export) must not depend on how many boxes fall on each level:
+        # pool every box on every level and keep the one its level selects (same values).
+        for i, feature in enumerate(features):
+            level_pooled = roi_align(
+                feature,
+                rois,
+                (out_h, out_w),
+                spatial_scale=1.0 / 2 ** (min_level + i),
+                sampling_ratio=sampling_ratio,
+                aligned=aligned,
+                use_torchvision=use_torchvision,
+            )
+            pooled = torch.where((levels == min_level + i)[:, None, None, None], level_pooled, pooled)
+        return pooled
     for i, feature in enumerate(features):
         level = min_level + i
         # Levels without boxes still go through roi_align, so that the output stays in the graph.

@@ -19,7 +19,7 @@ from evad.layers.block import Block
 from evad.layers.mlp import drop_path_rates
 from evad.layers.pos_embed import resize_spatial, sinusoid_table
 from evad.layers.token_pruning import official_token_order
-from evad.ops.roi_align import roi_align
+from evad.ops.roi_align import roi_align_per_image
 
 
 def extend_boxes(boxes: Tensor, roi_extend: Sequence[float], image_sizes: Tensor) -> Tensor:
@@ -65,21 +65,15 @@ def roi_pool_3d(
 ) -> Tensor:
     """Actor features from a dense map (B, C, t, h, w) and boxes (B, Q, 4) in input pixels.
 
-    RoIAlign (aligned) on every temporal slice at once, max over space, mean over time:
-    returns (B, Q, C).
+    RoIAlign (aligned) on every temporal slice, max over space, mean over time: returns (B, Q, C).
+    A box covers the same cells on every slice, so the slices are pooled together as channels.
     """
     B, C, t, h, w = dense.shape
     Q = boxes.shape[1]
-    maps = dense.permute(0, 2, 1, 3, 4).reshape(B * t, C, h, w)  # (B, C, t, h, w) -> (B*t, C, h, w)
-    # One RoI per (image, slice, box): slice s of image b is batch entry b*t + s.
-    batch = torch.arange(B, device=dense.device)[:, None] * t + torch.arange(t, device=dense.device)
-    batch = batch[:, :, None].expand(B, t, Q)  # (B, t, Q)
-    rois = torch.cat(
-        [batch.reshape(-1, 1).to(boxes.dtype), boxes[:, None].expand(B, t, Q, 4).reshape(-1, 4)], dim=1
-    )  # (B*t*Q, 5)
-    pooled = roi_align(maps, rois, output_size, spatial_scale, sampling_ratio, aligned=True)
-    pooled = pooled.amax(dim=(-2, -1))  # (B*t*Q, C, S, S) -> (B*t*Q, C)
-    return pooled.view(B, t, Q, C).mean(dim=1)  # (B, t, Q, C) -> (B, Q, C)
+    maps = dense.reshape(B, C * t, h, w)  # (B, C, t, h, w) -> (B, C*t, h, w); channel c*t + s
+    pooled = roi_align_per_image(maps, boxes, output_size, spatial_scale, sampling_ratio, aligned=True)
+    pooled = pooled.amax(dim=(-2, -1))  # (B, Q, C*t, S, S) -> (B, Q, C*t)
+    return pooled.view(B, Q, C, t).mean(dim=-1)  # (B, Q, C*t) -> (B, Q, C, t) -> (B, Q, C)
 
 
 class ActorPooler(nn.Module):
@@ -105,15 +99,26 @@ class ActorPooler(nn.Module):
 
 
 class DecoderBlock(Block):
-    """Decoder block with its own action classifier on the trailing actor tokens."""
+    """Decoder block with its own action classifier on the trailing actor tokens.
+
+    The classifier is `act_layers` x (Linear without bias, LayerNorm, ReLU) then a Linear to the classes.
+    """
 
     def __init__(
-        self, dim: int, num_heads: int, num_classes: int, act_dim: int = 2048, **block_kwargs
+        self,
+        dim: int,
+        num_heads: int,
+        num_classes: int,
+        act_dim: int = 2048,
+        act_layers: int = 1,
+        **block_kwargs,
     ) -> None:
         super().__init__(dim, num_heads, **block_kwargs)
-        self.act_module = nn.ModuleList(
-            [nn.Linear(dim, act_dim, bias=False), nn.LayerNorm(act_dim), nn.ReLU(inplace=True)]
-        )
+        layers: list[nn.Module] = []
+        for i in range(act_layers):
+            layers += [nn.Linear(act_dim if i else dim, act_dim, bias=False), nn.LayerNorm(act_dim)]
+            layers.append(nn.ReLU(inplace=True))
+        self.act_module = nn.ModuleList(layers)
         self.action_logits = nn.Linear(act_dim, num_classes)
 
     def classify(self, actors: Tensor) -> Tensor:
@@ -134,6 +139,7 @@ class ContextRefinementHead(nn.Module):
         mlp_ratio: Decoder MLP ratio.
         drop_path_rate: Stochastic depth at the last decoder block.
         act_dim: Hidden width of each block's classifier (2048).
+        act_layers: Hidden layers of each block's classifier (1).
         roi_extend: (x, y) box extension before RoIAlign; (0, 0) only clips to the image.
         pooler_resolution: RoIAlign output size (7).
         sampling_ratio: RoIAlign sampling ratio (2).
@@ -154,6 +160,7 @@ class ContextRefinementHead(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.1,
         act_dim: int = 2048,
+        act_layers: int = 1,
         roi_extend: Sequence[float] = (0.4, 0.2),
         pooler_resolution: int = 7,
         sampling_ratio: int = 2,
@@ -177,6 +184,7 @@ class ContextRefinementHead(nn.Module):
                 num_heads,
                 num_classes,
                 act_dim,
+                act_layers,
                 mlp_ratio=mlp_ratio,
                 drop_path=r,
                 fused_attention=fused_attention,
@@ -205,8 +213,25 @@ class ContextRefinementHead(nn.Module):
         Returns:
             Action logits (B, Q, num_classes) after every decoder block, last block last.
         """
-        t, h, w = grid
+        x, _ = self.decoder_input(tokens, indices, grid, boxes, image_sizes)
         M = tokens.shape[1]
+        logits = []
+        for block in self.blocks:
+            x = block(x)
+            logits.append(block.classify(x[:, M:]))
+        return logits
+
+    def decoder_input(
+        self, tokens: Tensor, indices: Tensor, grid: tuple[int, int, int], boxes: Tensor, image_sizes: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder's input sequence and where its video tokens sit (same arguments as `forward`).
+
+        Returns:
+            The sequence (B, M + Q, Cd): M video tokens, then Q actor features; and the global
+            (t, h, w) flat indices (B, M) the video tokens are placed at (their own indices, or the
+            official order's where `official_token_order` is set).
+        """
+        t, h, w = grid
         if self.official_token_order:
             indices = official_token_order(indices, h * w)
         x = self.encoder_to_decoder(tokens)  # (B, M, Cd)
@@ -216,13 +241,46 @@ class ContextRefinementHead(nn.Module):
         dense = dense + pos.t().reshape(1, Cd, t, h, w)  # (t*h*w, Cd) -> (1, Cd, t, h, w)
 
         actors = self.pooler(dense, boxes, image_sizes)  # (B, Q, Cd)
+        return torch.cat([x + pos[indices], actors], dim=1), indices  # actors get no position
 
-        x = torch.cat([x + pos[indices], actors], dim=1)  # (B, M + Q, Cd); actors get no position
-        logits = []
-        for block in self.blocks:
-            x = block(x)
-            logits.append(block.classify(x[:, M:]))
-        return logits
+    def decoder_attention(
+        self,
+        tokens: Tensor,
+        indices: Tensor,
+        grid: tuple[int, int, int],
+        boxes: Tensor,
+        image_sizes: Tensor,
+        block: int = -1,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Re-run the decoder up to `block` and return that block's attention (for pictures).
+
+        `forward` never computes attention maps (its blocks use the fused path); this runs the same
+        blocks with the explicit path on the chosen one, so the outputs agree with `forward` up to
+        floating-point rounding. Same arguments as `forward`, plus:
+
+        Args:
+            block: Decoder block whose attention is returned (negative counts from the last).
+
+        Returns:
+            ``(attention, indices, logits)``: post-softmax attention (B, heads, M + Q, M + Q) of
+            `block` over ``[M video tokens, Q actors]``, the global (t, h, w) flat indices (B, M)
+            of the video tokens (see `decoder_input`), and the action logits (B, Q, num_classes)
+            of that block.
+        """
+        depth = len(self.blocks)
+        if not -depth <= block < depth:
+            raise ValueError(
+                f"block must be in [{-depth}, {depth - 1}] for a {depth}-block decoder, got {block}"
+            )
+        block %= depth
+        x, indices = self.decoder_input(tokens, indices, grid, boxes, image_sizes)
+        M = tokens.shape[1]
+        for layer in self.blocks[:block]:
+            x = layer(x)
+        layer = self.blocks[block]
+        x, attention = layer.attend(x, return_attention=True)
+        x = layer.feed_forward(x)
+        return attention, indices, layer.classify(x[:, M:])
 
 
 class LinearActionHead(nn.Module):
