@@ -5,11 +5,18 @@ import torch
 
 from evad.layers.token_pruning import (
     check_keep_rate,
-    keyframe_importance,
+    column_scores,
+    importance_row_weights,
     num_kept_non_keyframe,
     official_token_order,
     select_tokens,
 )
+
+
+def keyframe_importance(attn, num_keyframe, keyframe_weight):
+    """Eq. 1 scores of the non-keyframe tokens, as the backbone computes them."""
+    weights = importance_row_weights(attn.shape[-1], num_keyframe, keyframe_weight).double()
+    return column_scores(attn, weights)[:, num_keyframe:]
 
 
 def _eq1_by_hand(attn, ns, w_kf):

@@ -1,7 +1,12 @@
 """Multi-head self-attention with a fused path and an explicit path that can return scores.
 
-The fused path (`F.scaled_dot_product_attention`) is used whenever the attention map is not needed;
-the explicit path is taken only where token pruning needs the post-softmax scores (EVAD Sec. 3.2).
+The fused path (`F.scaled_dot_product_attention`) is used whenever the attention map is not needed.
+Token pruning (EVAD Sec. 3.2) needs only a weighted sum of the post-softmax map over query rows
+(`forward_with_scores`), never the map itself: training takes the fused path for the output and
+computes the scores without gradient, a block of query rows at a time; inference computes output
+and scores together, a block of rows at a time. Neither holds a (B, heads, N, N) map, so pruning
+layers cost no more memory than the others. The explicit path (``fused=False``, or
+``return_attention``) is the reference and what attention pictures use.
 Parameter layout follows VideoMAE: one `qkv` projection without bias plus separate `q_bias` and
 `v_bias` (the key bias is fixed at zero), so released checkpoints load without renaming.
 """
@@ -11,6 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from evad.layers.token_pruning import column_scores
+
+# Elements of the attention rows computed at once when scoring (64 MiB in float32).
+_SCORE_BLOCK = 2**24
 
 
 class Attention(nn.Module):
@@ -81,3 +91,48 @@ class Attention(nn.Module):
             x = self.attn_drop(attn) @ v
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
         return self.proj_drop(self.proj(x)), attn
+
+    def forward_with_scores(self, x: Tensor, row_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """Attend over `x` (B, N, C) and score every key token (for token pruning).
+
+        Args:
+            x: Tokens (B, N, C).
+            row_weights: (N,) weight of each query row.
+
+        Returns:
+            The attended tokens (B, N, C) and the scores (B, N) of `column_scores`:
+            1/H sum_h sum_i row_weights[i] * A[h, i, j], without gradient.
+        """
+        if not self.fused:
+            out, attn = self.forward(x, return_attention=True)
+            return out, column_scores(attn.detach(), row_weights)
+        B, N, C = x.shape
+        q, k, v = self._qkv(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            drop = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+            with torch.no_grad():
+                _, scores = self._blockwise(q, k, v, row_weights, with_output=False)
+        else:
+            out, scores = self._blockwise(q, k, v, row_weights, with_output=True)
+        out = out.transpose(1, 2).reshape(B, N, C)  # (B, heads, N, head_dim) -> (B, N, C)
+        return self.proj_drop(self.proj(out)), scores
+
+    def _blockwise(
+        self, q: Tensor, k: Tensor, v: Tensor, row_weights: Tensor, with_output: bool
+    ) -> tuple[Tensor | None, Tensor]:
+        """Attention a block of query rows at a time: output (optional) and column scores."""
+        B, H, N, _ = q.shape
+        rows = max(1, _SCORE_BLOCK // (B * H * N))
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        scores = q.new_zeros(B, H, N, dtype=dtype)
+        outputs = []
+        for start in range(0, N, rows):
+            stop = min(start + rows, N)
+            attn = ((q[:, :, start:stop] * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, r, N)
+            # (B, H, r, N) weighted by the rows' weights and summed over them -> (B, H, N)
+            scores += torch.einsum("bhij,i->bhj", attn.to(dtype), row_weights[start:stop].to(dtype))
+            if with_output:
+                outputs.append(attn @ v)  # (B, H, r, head_dim)
+        out = torch.cat(outputs, dim=2) if with_output else None  # (B, H, N, head_dim)
+        return out, scores.mean(dim=1)

@@ -41,6 +41,11 @@ class Block(nn.Module):
         out, attn = self.attn(self.norm1(x), return_attention)
         return x + self.drop_path(out), attn
 
+    def attend_and_score(self, x: Tensor, row_weights: Tensor) -> tuple[Tensor, Tensor]:
+        """`attend`, plus the (B, N) token scores of `Attention.forward_with_scores`."""
+        out, scores = self.attn.forward_with_scores(self.norm1(x), row_weights)
+        return x + self.drop_path(out), scores
+
     def feed_forward(self, x: Tensor) -> Tensor:
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -34,25 +34,35 @@ def num_kept_non_keyframe(num_tokens: int, num_keyframe: int, keep_rate: float) 
     return max(math.ceil(keep_rate * num_tokens) - num_keyframe, 0)
 
 
-def keyframe_importance(attn: Tensor, num_keyframe: int, keyframe_weight: float = 1.0) -> Tensor:
-    """Importance of every non-keyframe token, Eq. 1 of the paper.
+def importance_row_weights(
+    num_tokens: int, num_keyframe: int, keyframe_weight: float = 1.0, device: torch.device | None = None
+) -> Tensor:
+    """Weights w_i / N of the query rows in Eq. 1 of the paper.
 
     s_j = 1/H sum_h 1/N sum_i w_i * A[h, i, j], with w_i = keyframe_weight for keyframe queries
-    (i < num_keyframe) and 1 otherwise; "mean over all N query rows" as in the official code.
-
-    Args:
-        attn: Post-softmax attention (B, heads, N, N) over ``[keyframe, non-keyframe]`` tokens.
-        num_keyframe: Number of leading keyframe tokens Ns.
-        keyframe_weight: w_kf, the keyframe attentiveness enhancement.
+    (i < num_keyframe) and 1 otherwise; "mean over all N query rows" as in the official code. So
+    s = `column_scores(A, importance_row_weights(N, Ns, w_kf))`, read at the non-keyframe columns.
 
     Returns:
-        Scores (B, N - Ns) for the non-keyframe tokens, in sequence order.
+        (N,) float32 row weights.
     """
-    N = attn.shape[-2]
-    columns = attn[..., num_keyframe:]  # (B, heads, N, N - Ns)
-    from_keyframe = columns[:, :, :num_keyframe].sum(dim=2)  # (B, heads, N - Ns)
-    from_others = columns[:, :, num_keyframe:].sum(dim=2)
-    per_head = (keyframe_weight * from_keyframe + from_others) / N
+    weights = torch.full((num_tokens,), 1.0 / num_tokens, device=device)
+    weights[:num_keyframe] *= keyframe_weight
+    return weights
+
+
+def column_scores(attn: Tensor, row_weights: Tensor) -> Tensor:
+    """Score of every key token from post-softmax attention: 1/H sum_h sum_i w_i * A[h, i, j].
+
+    Args:
+        attn: (B, heads, N, N) attention probabilities (query rows, key columns).
+        row_weights: (N,) weight of each query row.
+
+    Returns:
+        (B, N) scores, in float32 or higher.
+    """
+    dtype = torch.promote_types(attn.dtype, torch.float32)
+    per_head = torch.einsum("bhij,i->bhj", attn.to(dtype), row_weights.to(dtype))  # (B, heads, N)
     return per_head.mean(dim=1)
 
 

@@ -24,7 +24,7 @@ from evad.layers.token_pruning import (
     PRUNING_STRATEGIES,
     check_keep_rate,
     gather_tokens,
-    keyframe_importance,
+    importance_row_weights,
     num_kept_non_keyframe,
     select_tokens,
 )
@@ -207,12 +207,14 @@ class VideoViT(nn.Module):
         keyframe_maps = []
         for i, block in enumerate(self.blocks):
             prune = rho < 1 and i in self.prune_layers and self.pruning != "random"
-            x, attn = block.attend(x, return_attention=prune)
             if prune:
-                positions = self._positions_to_keep(attn, ns, rho, prefix)
+                x, scores = block.attend_and_score(x, self._row_weights(x.shape[1], ns, prefix, x.device))
+                positions = self._positions_to_keep(scores, ns, rho, prefix)
                 x = gather_tokens(x, positions)
                 indices = gather_tokens(indices, positions[:, prefix:] - prefix)
                 num_tokens.append(indices.shape[1])
+            else:
+                x = block.attend(x)[0]
             x = block.feed_forward(x)
             if i in self.tap_layers:
                 keyframe_maps.append(self._keyframe_map(x[:, prefix:], indices, (t, h, w)))
@@ -220,18 +222,22 @@ class VideoViT(nn.Module):
         x = self.norm(x)[:, prefix:]
         return BackboneOutput(x, indices, keyframe_maps, (t, h, w), num_tokens)
 
-    def _positions_to_keep(self, attn: Tensor, ns: int, rho: float, prefix: int) -> Tensor:
-        """Sequence positions surviving one pruning step, given attention (B, heads, N, N)."""
-        n = attn.shape[-1] - prefix
-        if self.pruning == "unified":
-            scores = attn.mean(dim=1).mean(dim=1)  # (B, N): every token is a candidate
-            return select_tokens(scores, max(1, math.ceil(rho * n)))
-        keep = num_kept_non_keyframe(n, ns, rho)
+    def _row_weights(self, n: int, ns: int, prefix: int, device: torch.device) -> Tensor:
+        """(n,) weights of the query rows whose weighted attention scores the tokens."""
         if self.pruning == "cls":
-            scores = attn[:, :, 0, prefix + ns :].mean(dim=1)  # CLS query row -> (B, N - Ns)
-        else:
-            scores = keyframe_importance(attn, ns, self.keyframe_weight)
-        return select_tokens(scores, keep, offset=prefix + ns, prefix=prefix + ns)
+            return torch.zeros(n, device=device).index_fill_(0, torch.tensor([0], device=device), 1.0)
+        if self.pruning == "unified":
+            return torch.full((n,), 1.0 / n, device=device)  # plain mean over all queries
+        return importance_row_weights(n, ns, self.keyframe_weight, device)  # Eq. 1
+
+    def _positions_to_keep(self, scores: Tensor, ns: int, rho: float, prefix: int) -> Tensor:
+        """Sequence positions surviving one pruning step, given token scores (B, N)."""
+        n = scores.shape[-1] - prefix
+        if self.pruning == "unified":
+            return select_tokens(scores, max(1, math.ceil(rho * n)))  # every token is a candidate
+        keep = num_kept_non_keyframe(n, ns, rho)
+        # The CLS query row (cls) or Eq. 1 (attention) scores the non-keyframe tokens.
+        return select_tokens(scores[:, prefix + ns :], keep, offset=prefix + ns, prefix=prefix + ns)
 
     def _keyframe_map(self, x: Tensor, indices: Tensor, grid: tuple[int, int, int]) -> Tensor:
         """(B, C, h, w) keyframe map from tokens (B, M, C) with global indices (B, M)."""
