@@ -62,7 +62,7 @@ def column_scores(attn: Tensor, row_weights: Tensor) -> Tensor:
         (B, N) scores, in float32 or higher.
     """
     dtype = torch.promote_types(attn.dtype, torch.float32)
-    per_head = torch.einsum("bhij,i->bhj", attn.to(dtype), row_weights.to(dtype))  # (B, heads, N)
+    per_head = row_weights.to(dtype) @ attn.to(dtype)  # (N,) @ (B, heads, N, N) -> (B, heads, N)
     return per_head.mean(dim=1)
 
 
