@@ -40,7 +40,7 @@ def test_a_preset_has_random_weights_and_numbered_classes():
 
 
 def test_without_a_source_the_packaged_model_is_loaded_if_installed(tmp_path, monkeypatch):
-    assert packaged_checkpoint().name == "synthetic_tiny.pt"
+    assert packaged_checkpoint().name == "synthetic_tiny"
     monkeypatch.setattr(pretrained, "packaged_checkpoint", lambda: tmp_path / "missing.pt")
     with pytest.raises(UserError, match=r"no packaged model is installed.*--checkpoint or --model"):
         load_detector()

@@ -43,7 +43,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--checkpoint",
-        help="best.pt or last.pt of `evad train` (has classes, input size); default: the packaged model",
+        help="best.pt / last.pt of `evad train` or an evad weights folder (`evad convert`); "
+        "default: the packaged model",
     )
     source.add_argument("--model", help="model preset with random weights (only to try the pipeline)")
     parser.add_argument("--num-classes", type=positive(int), help="action classes of --model (default 80)")

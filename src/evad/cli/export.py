@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "small packaged model trained on the synthetic benchmark is exported.",
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="best.pt or last.pt of `evad train`")
+    source.add_argument("--checkpoint", help="best.pt / last.pt of `evad train` or an evad weights folder")
     source.add_argument("--model", help="model preset with random weights (only to try the export)")
     parser.add_argument("--num-classes", type=_positive_int, help="action classes of --model (default 80)")
     parser.add_argument("--labelmap", help="AVA label map .pbtxt naming the classes in the file's metadata")

@@ -139,6 +139,8 @@ class SynthConfig:
         timestamp_start: AVA second of the first frame.
         background_shapes: (min, max) random rectangles, discs, lines and polygons painted on
             each background (the clutter; the range is half-open like `numpy.random.integers`).
+        actor_height: standing height of the farthest and the nearest actors, as fractions of the
+            frame height.
     """
 
     size: tuple[int, int] = (128, 171)
@@ -152,6 +154,7 @@ class SynthConfig:
     jpeg_quality: int = 90
     timestamp_start: int = 0
     background_shapes: tuple[int, int] = (25, 45)
+    actor_height: tuple[float, float] = (0.3, 0.55)
 
     @property
     def num_frames(self) -> int:
@@ -332,7 +335,8 @@ class _Planner:
         """A ground line y and the matching standing height (nearer is bigger)."""
         frac = self.rng.uniform(0.0, 1.0)
         y = self.height * (0.62 + 0.33 * frac)
-        return y, self.height * (0.3 + 0.25 * frac) * self.rng.uniform(0.92, 1.08)
+        far, near = self.cfg.actor_height
+        return y, self.height * (far + (near - far) * frac) * self.rng.uniform(0.92, 1.08)
 
     def free_x(self, h: float, span: float = 0.0) -> float:
         """Left-most x of a group `span` wide, as far as possible from the actors already placed."""

@@ -16,16 +16,16 @@ from torch import nn
 from evad.errors import UserError
 from evad.inference.preprocess import InputSettings
 
-PACKAGED_CHECKPOINT = "synthetic_tiny.pt"
+PACKAGED_MODEL = "synthetic_tiny"
 
 
 def packaged_checkpoint() -> Path:
-    """The packaged model's checkpoint file (an `evad train` checkpoint; it may not be installed).
+    """The packaged model: an evad weights folder (``model.safetensors`` + ``config.json``).
 
-    It is the tiny preset trained with ``configs/synthetic_tiny.yaml`` on the synthetic benchmark,
-    stored as ``evad/inference/weights/synthetic_tiny.pt``.
+    It is the tiny preset trained by `evad demo` (``configs/synthetic_tiny.yaml`` on the synthetic
+    benchmark), stored as ``evad/inference/weights/synthetic_tiny/``. It may not be installed.
     """
-    return Path(__file__).resolve().parent / "weights" / PACKAGED_CHECKPOINT
+    return Path(__file__).resolve().parent / "weights" / PACKAGED_MODEL
 
 
 @dataclass
@@ -73,7 +73,7 @@ def load_detector(
     """Load the detector from `checkpoint`, else build `preset`, else load the packaged model.
 
     Args:
-        checkpoint: best.pt / last.pt of `evad train`.
+        checkpoint: best.pt / last.pt of `evad train`, or an evad weights folder (`evad convert`).
         preset: Model preset name, with random weights.
         num_classes: Action classes of `preset` (80 if None; the label map's count if given).
         labelmap: AVA label map naming the classes (for a checkpoint: renames its stored classes).
@@ -84,7 +84,7 @@ def load_detector(
     """
     if checkpoint is None and preset is None:
         checkpoint = packaged_checkpoint()
-        if not checkpoint.is_file():
+        if not checkpoint.exists():
             raise UserError(
                 f"no packaged model is installed ({checkpoint} is missing); pass --checkpoint or --model"
             )
