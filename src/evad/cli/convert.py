@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from evad.cli.arguments import positive
+
 SOURCE_FORMATS = ("auto", "videomae", "videomae-hf", "evad-official", "evad")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="preset completing a VideoMAE backbone into a detector (default: same width and depth)",
     )
     parser.add_argument(
-        "--num-classes", type=_positive_int, metavar="K", help="action classes (VideoMAE sources; default 80)"
+        "--num-classes", type=positive(int), metavar="K", help="action classes (VideoMAE sources; default 80)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST folder")
     parser.set_defaults(func=run)

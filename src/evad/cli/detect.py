@@ -4,38 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evad.cli.arguments import positive, probability
 from evad.errors import UserError
 
 if TYPE_CHECKING:
     from evad.inference.pretrained import LoadedModel
 
 EXAMPLE_SECONDS = 4
-
-
-def probability(text: str) -> float:
-    """argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def positive(kind: type) -> Callable[[str], float]:
-    """argparse type: a `kind` (int or float) above 0."""
-
-    def parse(text: str) -> float:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error messages
-    return parse
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,19 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from evad.cli.arguments import positive
 from evad.errors import UserError
 
 if TYPE_CHECKING:
     from evad.inference.pretrained import LoadedModel
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="best.pt / last.pt of `evad train` or an evad weights folder")
     source.add_argument("--model", help="model preset with random weights (only to try the export)")
-    parser.add_argument("--num-classes", type=_positive_int, help="action classes of --model (default 80)")
+    parser.add_argument("--num-classes", type=positive(int), help="action classes of --model (default 80)")
     parser.add_argument("--labelmap", help="AVA label map .pbtxt naming the classes in the file's metadata")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
     parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
@@ -48,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("H", "W"),
         help="clip height and width, multiples of the patch size (default: the model's short side, square)",
     )
-    parser.add_argument("--batch", type=_positive_int, default=1, help="clips per call (default 1)")
+    parser.add_argument("--batch", type=positive(int), default=1, help="clips per call (default 1)")
     parser.add_argument(
         "--out", help="file to write (default: evad_HxW_krRHO.onnx or evad_HxW_krRHO.torchscript.pt)"
     )

@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.detect import add_model_arguments, load_model, positive, probability
+from evad.cli.arguments import positive, probability
+from evad.cli.detect import add_model_arguments, load_model
 from evad.errors import UserError
 
 if TYPE_CHECKING:
