@@ -229,6 +229,16 @@ def test_multi_scale_roi_align_equals_per_level_roi_align():
         torch.testing.assert_close(out[row], expected[0])
 
 
+def test_multi_scale_roi_align_sync_free_road_gives_the_same_values():
+    generator = torch.Generator().manual_seed(8)
+    features = [torch.randn(2, 3, 64 // 2**lvl, 96 // 2**lvl, generator=generator) for lvl in range(2, 6)]
+    boxes = [random_rois(generator, 7, batch=1, size=300)[:, 1:].float() for _ in range(2)]
+    assert len(set(assign_fpn_levels(torch.cat(boxes)).tolist())) > 1
+    per_level = multi_scale_roi_align(features, boxes, 7, use_torchvision=False, sync_free=False)
+    every_level = multi_scale_roi_align(features, boxes, 7, use_torchvision=False, sync_free=True)
+    assert torch.equal(per_level, every_level)
+
+
 def test_multi_scale_roi_align_no_boxes():
     features = [torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 4, 4, 4, requires_grad=True)]
     out = multi_scale_roi_align(features, [torch.zeros(0, 4), torch.zeros(0, 4)], (7, 7))

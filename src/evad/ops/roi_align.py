@@ -293,6 +293,7 @@ def multi_scale_roi_align(
     canonical_box_size: int = 224,
     canonical_level: int = 4,
     use_torchvision: bool | None = None,
+    sync_free: bool | None = None,
 ) -> Tensor:
     """Pools every box from the FPN level its size selects (detectron2's ``ROIPooler``).
 
@@ -307,10 +308,14 @@ def multi_scale_roi_align(
         canonical_box_size: See `assign_fpn_levels`.
         canonical_level: See `assign_fpn_levels`.
         use_torchvision: See `roi_align`.
+        sync_free: Pool every box on every level and keep the one its level selects: no step
+            depends on how many boxes fall on a level, so a GPU never waits for the host and a
+            traced graph (export) fits any boxes; 4x the RoIAlign work. None: on CUDA and when
+            tracing. Otherwise each level pools only its own boxes.
 
     Returns:
         ``(sum K_i, C, out_h, out_w)`` pooled features, image by image and box by box within an
-        image.
+        image (the same values either way).
     """
     if len(boxes) != features[0].shape[0]:
         raise ValueError(f"got boxes for {len(boxes)} images but features for {features[0].shape[0]}")
@@ -325,9 +330,9 @@ def multi_scale_roi_align(
 
     reference = features[0]
     pooled = reference.new_zeros(len(rois), reference.shape[1], out_h, out_w)
-    if torch.jit.is_tracing():
-        # A traced graph (model export) must not depend on how many boxes fall on each level:
-        # pool every box on every level and keep the one its level selects (same values).
+    if sync_free is None:
+        sync_free = reference.is_cuda or torch.jit.is_tracing()
+    if sync_free:
         for i, feature in enumerate(features):
             level_pooled = roi_align(
                 feature,
