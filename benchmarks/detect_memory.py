@@ -121,11 +121,17 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         video = work / f"synthetic_{args.height}p_{args.minutes:g}min.mp4"
         start = time.perf_counter()
-        num_frames = write_video(video, args.minutes, args.height, args.fps)
+        if video.exists():  # from an earlier run in the same --workdir (encoding 10 minutes is slow)
+            num_frames = round(args.minutes * 60 * args.fps)
+            print(f"reusing {video}")
+        else:
+            partial = video.with_name("partial-" + video.name)  # renamed once complete
+            num_frames = write_video(partial, args.minutes, args.height, args.fps)
+            partial.rename(video)
+            took = time.perf_counter() - start
+            mib = video.stat().st_size / 2**20
+            print(f"wrote {video} ({num_frames} frames, {mib:.0f} MiB) in {took:.0f} s")
         encode_s = time.perf_counter() - start
-        print(
-            f"wrote {video} ({num_frames} frames, {video.stat().st_size / 2**20:.0f} MiB) in {encode_s:.0f} s"
-        )
 
         torch.manual_seed(0)
         model = evad.create_model("tiny", num_classes=80)
