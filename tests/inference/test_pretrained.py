@@ -47,3 +47,15 @@ def test_without_a_source_the_packaged_model_is_loaded_if_installed(tmp_path, mo
     path = _train_checkpoint(tmp_path / "synthetic_tiny.pt")
     monkeypatch.setattr(pretrained, "packaged_checkpoint", lambda: path)
     assert load_detector().class_names == ["walk", "turn around"]
+
+
+def test_the_packaged_model_is_installed_and_detects():
+    # The model `evad detect` uses without --checkpoint: the demo's tiny model, 13 synthetic classes.
+    loaded = load_detector()
+    assert not loaded.random_weights
+    assert loaded.class_names[:3] == ["stand", "sit", "lie down"] and len(loaded.class_ids) == 13
+    assert loaded.inputs.short_side == 128
+    clips = torch.zeros(1, 3, 16, 128, 192)
+    with torch.no_grad():
+        out = loaded.model.eval()(clips)
+    assert out["action_logits"].shape == (1, 16, 13)
