@@ -178,3 +178,12 @@ def test_patch_embedding_equals_the_convolution():
     reference = model.patch_embed.proj(clips).flatten(2).transpose(1, 2)  # (B, C, t, h, w) -> (B, N, C)
     assert grid == (8, 2, 3)
     torch.testing.assert_close(tokens, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_official_pos_resize_quirk_skips_the_resize_at_the_same_token_count():
+    # A 7 x 28 grid has the 14 x 14 table's 196 cells: the official code uses the table unresized.
+    official = narrow_vit(official_pos_resize=True)
+    plain = narrow_vit()
+    assert torch.equal(official.position_table(7, 28), official.pos_table)
+    assert not torch.equal(plain.position_table(7, 28), plain.pos_table)
+    assert torch.equal(official.position_table(10, 12), plain.position_table(10, 12))

@@ -119,6 +119,7 @@ def test_made_up_config():
         num_classes=3,
         keep_rate=0.7,
         official_token_order=True,
+        official_pos_resize=True,
         drop_path_rate=0.0,
         decoder_drop_path=0.0,
         fpn_dim=32,
@@ -201,7 +202,9 @@ REAL_CONFIGS = [
 )
 def test_real_official_configs_match_the_presets(name, text, preset, changes):
     cfg = parse_official_config(text, name)
-    assert cfg.model == dataclasses.replace(PRESETS[preset], official_token_order=True, **changes)
+    assert cfg.model == dataclasses.replace(
+        PRESETS[preset], official_token_order=True, official_pos_resize=True, **changes
+    )
     assert cfg.test_short_side == 288
 
 

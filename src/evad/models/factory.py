@@ -72,6 +72,7 @@ class ModelConfig:
     actor_pooler_resolution: int = 7  # 3-D RoIAlign output per slice (official ROI_XFORM_RESOLUTION)
     roi_extend: tuple[float, float] = (0.4, 0.2)
     official_token_order: bool = False
+    official_pos_resize: bool = False
     # Loss weights (SPEC section 5).
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"ce": 2.0, "bbox": 5.0, "giou": 2.0, "action": 12.0}
@@ -168,6 +169,7 @@ def build_backbone(cfg: ModelConfig) -> VideoViT:
         keyframe_weight=cfg.keyframe_weight,
         pruning=cfg.pruning,
         fused_attention=cfg.fused_attention,
+        official_pos_resize=cfg.official_pos_resize,
     )
 
 

@@ -76,6 +76,9 @@ class VideoViT(nn.Module):
             the encoder), "cls" (a learnable CLS token's attention ranks tokens), or "unified"
             (keyframe tokens are pruned like any other).
         fused_attention: Use the fused attention kernel in blocks that do not prune.
+        official_pos_resize: Reproduce the official code's skip of the position-table resize
+            whenever the grid has as many cells as the table's (e.g. 7 x 28 for a 14 x 14
+            table), for released checkpoints (SPEC section 8b); otherwise such grids are resized.
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class VideoViT(nn.Module):
         keyframe_weight: float = 1.0,
         pruning: str = "attention",
         fused_attention: bool = True,
+        official_pos_resize: bool = False,
     ) -> None:
         super().__init__()
+        self.official_pos_resize = official_pos_resize
         if pruning not in PRUNING_STRATEGIES:
             raise ValueError(f"pruning must be one of {PRUNING_STRATEGIES}, got {pruning!r}")
         if num_frames % tubelet_size:
@@ -168,6 +173,9 @@ class VideoViT(nn.Module):
 
     def position_table(self, h: int, w: int) -> Tensor:
         """The (t*h*w, C) position table for an h x w token grid (bicubic resize in space)."""
+        _, gh, gw = self.table_grid
+        if self.official_pos_resize and h * w == gh * gw:
+            return self.pos_table  # the official quirk: same token count, table used as laid out
         return resize_spatial(self.pos_table, self.table_grid, (h, w))
 
     def forward(self, clips: Tensor, keep_rate: float | None = None) -> BackboneOutput:

@@ -124,7 +124,7 @@ class OfficialConfig:
     """What an official config says about the model.
 
     Attributes:
-        model: The matching evad `ModelConfig` (with ``official_token_order=True``).
+        model: The matching evad `ModelConfig` (with ``official_token_order`` and ``official_pos_resize``).
         test_short_side: ``AVA.MIN_SIZE_TEST``, the short side the model was evaluated at.
         notes: Settings that were read but do not matter for evad (training-only dropout).
     """
@@ -275,6 +275,7 @@ def model_config_from_official(cfg: dict[str, Any], source: str) -> OfficialConf
         actor_pooler_resolution=r.int("DETECTION.ROI_XFORM_RESOLUTION"),
         roi_extend=(float(extension[0]), float(extension[-1])),
         official_token_order=True,
+        official_pos_resize=True,
         loss_weights={
             "ce": r.float(sparse + "CLASS_WEIGHT"),
             "bbox": r.float(sparse + "L1_WEIGHT"),
