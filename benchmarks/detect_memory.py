@@ -21,7 +21,7 @@ video), all samples, and the wall time of each part.
 
 Measured 2026-11-22 on the 2-core machine, 10 minutes of 1080p (18,000 frames, 600 keyframes),
 one torch thread: the detection pass finished in about 8 minutes with the process's peak resident
-memory at 0.90 GiB (VmHWM); 7 minutes into the annotated copy (pass 2, about 15% written) the
+memory at 0.90 GiB (VmHWM); 7 minutes into writing the annotated copy (pass 2, unfinished) the
 resident memory was 0.70 GiB and the peak unchanged. Encoding the test video took 26 minutes.
 """
 
