@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from evad.errors import UserError
-from evad.weights.reading import Converted
+from evad.weights.reading import Converted, rename_tensors
 
 # (official prefix, evad prefix); a name matches the first pair whose official prefix starts it.
 PREFIXES = (
@@ -51,18 +51,7 @@ def official_to_evad(tensors: dict[str, Tensor], source: str) -> Converted:
     scaled = [k for k in tensors if _LAYER_SCALE.search(k)]
     if scaled:
         raise UserError(f"{source}: {scaled[0]} is a layer-scale parameter; evad's blocks have none")
-    out: dict[str, Tensor] = {}
-    origin: dict[str, str] = {}
-    dropped, notes = [], []
-    for name, value in tensors.items():
-        target = _swap(name, PREFIXES)
-        if target is None:
-            dropped.append(name)
-        else:
-            out[target], origin[target] = value, name
-    if any(n.endswith("pos_embed") for n in dropped):
-        notes.append("a learned position table (pos_embed) is not used: evad adds the fixed sinusoid table")
-    return Converted(out, origin, dropped, notes)
+    return rename_tensors(tensors, lambda name: _swap(name, PREFIXES))
 
 
 def evad_to_official(tensors: dict[str, Tensor], no_object_weight: float = 0.1) -> dict[str, Tensor]:

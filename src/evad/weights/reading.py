@@ -21,7 +21,7 @@ import argparse
 import json
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,22 @@ class Converted:
     origin: dict[str, str]
     dropped: list[str]
     notes: list[str]
+
+
+def rename_tensors(tensors: Mapping[str, Tensor], rename: Callable[[str], str | None]) -> Converted:
+    """Tensors under the names `rename` gives them; those it maps to None are dropped."""
+    out: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    dropped, notes = [], []
+    for name, value in tensors.items():
+        target = rename(name)
+        if target is None:
+            dropped.append(name)
+        else:
+            out[target], origin[target] = value, name
+    if any(n.endswith("pos_embed") for n in dropped):
+        notes.append("a learned position table (pos_embed) is not used: evad adds the fixed sinusoid table")
+    return Converted(out, origin, dropped, notes)
 
 
 def _allowed_globals() -> list[Any]:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from evad.errors import UserError
-from evad.weights.reading import Converted
+from evad.weights.reading import Converted, rename_tensors
 
 # evad block parameter names shared by VideoMAE's original code.
 _BLOCK_PARTS = (
@@ -76,18 +76,7 @@ def _videomae_name(name: str) -> str | None:
 def videomae_to_evad(tensors: dict[str, Tensor], source: str) -> Converted:
     """Rename an original VideoMAE (pre-training or fine-tuned) state dict to evad's names."""
     _check_no_layer_scale(tensors, source)
-    out: dict[str, Tensor] = {}
-    origin: dict[str, str] = {}
-    dropped, notes = [], []
-    for name, value in tensors.items():
-        target = _videomae_name(name)
-        if target is None:
-            dropped.append(name)
-        else:
-            out[target], origin[target] = value, name
-    if any(n.endswith("pos_embed") for n in dropped):
-        notes.append("a learned position table (pos_embed) is not used: evad adds the fixed sinusoid table")
-    return Converted(out, origin, dropped, notes)
+    return rename_tensors(tensors, _videomae_name)
 
 
 # Hugging Face VideoMAELayer part -> evad Block part.
