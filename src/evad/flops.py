@@ -15,6 +15,8 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from evad.ops.roi_align import pure_pytorch_method
+
 
 def _cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
@@ -61,7 +63,10 @@ def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | 
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False, custom_mapping=_custom_formulas()) as counter:
+        # RoIAlign by gathering: its arithmetic is elementwise and so uncounted, as in fvcore (the
+        # matmul method computes the same values with counted matrix products).
+        counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
+        with pure_pytorch_method("gather"), counter:
             out = model(clip, keep_rate=keep_rate)
     finally:
         model.train(was_training)

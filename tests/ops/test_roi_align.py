@@ -8,11 +8,18 @@ import pytest
 import torch
 
 from evad.ops import assign_fpn_levels, multi_scale_roi_align, roi_align, torchvision_available
-from evad.ops.roi_align import roi_align_per_image
+from evad.ops.roi_align import pure_pytorch_method, roi_align_per_image
 
 needs_torchvision = pytest.mark.skipif(
     not torchvision_available(), reason="torchvision's compiled ops cannot be used here"
 )
+
+
+@pytest.fixture(autouse=True, params=["gather", "matmul"])
+def pure_pytorch_pooling(request):
+    """Every test runs with both pure-PyTorch pooling methods (the automatic choice is one of them)."""
+    with pure_pytorch_method(request.param):
+        yield request.param
 
 
 def bilinear(fmap: np.ndarray, y: float, x: float) -> np.ndarray:

@@ -72,7 +72,9 @@ def roi_pool_3d(
     Q = boxes.shape[1]
     maps = dense.reshape(B, C * t, h, w)  # (B, C, t, h, w) -> (B, C*t, h, w); channel c*t + s
     pooled = roi_align_per_image(maps, boxes, output_size, spatial_scale, sampling_ratio, aligned=True)
-    pooled = pooled.amax(dim=(-2, -1))  # (B, Q, C*t, S, S) -> (B, Q, C*t)
+    # max(dim) keeps only the argmax for the backward; amax would keep the whole pooled tensor
+    # (R x C*t x S x S floats) alive until the backward and rebuild masks of that size there.
+    pooled = pooled.flatten(-2).max(dim=-1).values  # (B, Q, C*t, S, S) -> (B, Q, C*t, S*S) -> (B, Q, C*t)
     return pooled.view(B, Q, C, t).mean(dim=-1)  # (B, Q, C*t) -> (B, Q, C, t) -> (B, Q, C)
 
 
