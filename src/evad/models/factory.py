@@ -59,6 +59,10 @@ class ModelConfig:
     cls_layers: int = 1  # Linear-LN-ReLU layers of the person classifier tower
     reg_layers: int = 3  # ... of the box regression tower
     loc_dropout: float = 0.0
+    # Recompute each stage's dynamic interaction in the backward instead of keeping its activations:
+    # same values, about 2% more training compute, 150 MiB less per clip at ViT-B 224 (the largest
+    # activation memory that does not shrink with the keep rate). Not in the official code.
+    checkpoint_interaction: bool = True
     person_threshold: float = 0.7
     # Classification branch (SPEC section 4).
     action_head: str = "decoder"
@@ -222,6 +226,7 @@ def build_model(cfg: ModelConfig) -> EVAD:
         num_cls_layers=cfg.cls_layers,
         num_reg_layers=cfg.reg_layers,
         dropout=cfg.loc_dropout,
+        checkpoint_interaction=cfg.checkpoint_interaction,
     )
     return EVAD(
         build_backbone(cfg), SimpleFPN(cfg.embed_dim, cfg.fpn_dim), localization, build_action_head(cfg)

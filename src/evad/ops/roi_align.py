@@ -272,16 +272,17 @@ def _pool_by_matmul(
         members = (batch_index == b).nonzero().squeeze(1)
         rows, cols = row_matrix[members], col_matrix[members]  # (G, out_h, H), (G, out_w, W)
         feature = input[b].transpose(0, 1).reshape(height, channels * width)  # (C, H, W) -> (H, C*W)
-        # (G*out_h, H) @ (H, C*W) -> (G*out_h, C*W) -> (G, out_h*C, W)
-        mixed = (rows.reshape(-1, height) @ feature).view(len(members), out_h * channels, width)
-        # (G, out_h*C, W) @ (G, W, out_w) -> (G, out_h*C, out_w) -> (G, out_h, C, out_w)
-        pooled.append(torch.bmm(mixed, cols.transpose(1, 2)).view(len(members), out_h, channels, out_w))
+        # (G*out_h, H) @ (H, C*W) -> (G*out_h, C*W) -> (G, out_h, C, W) -> (G, C*out_h, W)
+        mixed = (rows.reshape(-1, height) @ feature).view(len(members), out_h, channels, width)
+        mixed = mixed.transpose(1, 2).reshape(len(members), channels * out_h, width)
+        # (G, C*out_h, W) @ (G, W, out_w) -> (G, C*out_h, out_w) -> (G, C, out_h, out_w)
+        pooled.append(torch.bmm(mixed, cols.transpose(1, 2)).view(len(members), channels, out_h, out_w))
         order.append(members)
-    out = pooled[0] if len(pooled) == 1 else torch.cat(pooled)  # (K, out_h, C, out_w), image by image
+    out = pooled[0] if len(pooled) == 1 else torch.cat(pooled)  # (K, C, out_h, out_w), image by image
     order = torch.cat(order)
     if not torch.equal(order, torch.arange(num_rois, device=order.device)):
         out = out[order.argsort()]  # back to input order
-    return out.permute(0, 2, 1, 3).contiguous()  # (K, out_h, C, out_w) -> (K, C, out_h, out_w)
+    return out
 
 
 def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int) -> tuple[Tensor, Tensor]:

@@ -71,10 +71,15 @@ def roi_pool_3d(
     B, C, t, h, w = dense.shape
     Q = boxes.shape[1]
     maps = dense.reshape(B, C * t, h, w)  # (B, C, t, h, w) -> (B, C*t, h, w); channel c*t + s
-    pooled = roi_align_per_image(maps, boxes, output_size, spatial_scale, sampling_ratio, aligned=True)
-    # max(dim) keeps only the argmax for the backward; amax would keep the whole pooled tensor
-    # (R x C*t x S x S floats) alive until the backward and rebuild masks of that size there.
-    pooled = pooled.flatten(-2).max(dim=-1).values  # (B, Q, C*t, S, S) -> (B, Q, C*t, S*S) -> (B, Q, C*t)
+    features = []
+    for b in range(B):  # one clip at a time: only one clip's (Q, C*t, S, S) grid is ever alive
+        pooled = roi_align_per_image(
+            maps[b : b + 1], boxes[b : b + 1], output_size, spatial_scale, sampling_ratio, aligned=True
+        )  # (1, Q, C*t, S, S)
+        # max(dim) keeps only the argmax for the backward; amax would keep the whole pooled grid
+        # (Q x C*t x S x S floats) alive until the backward and rebuild masks of that size there.
+        features.append(pooled.flatten(-2).max(dim=-1).values)  # -> (1, Q, C*t, S*S) -> (1, Q, C*t)
+    pooled = torch.cat(features)  # (B, Q, C*t)
     return pooled.view(B, Q, C, t).mean(dim=-1)  # (B, Q, C*t) -> (B, Q, C, t) -> (B, Q, C)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from evad.ops.boxes import box_cxcywh_to_xyxy
 from evad.ops.roi_align import multi_scale_roi_align
@@ -71,9 +72,11 @@ class RCNNStage(nn.Module):
         dropout: float = 0.0,
         bbox_weights: tuple[float, float, float, float] = (2.0, 2.0, 1.0, 1.0),
         scale_clamp: float = DEFAULT_SCALE_CLAMP,
+        checkpoint_interaction: bool = False,
     ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
+        self.checkpoint_interaction = checkpoint_interaction
         self.pooler_resolution = pooler_resolution
         self.sampling_ratio = sampling_ratio
         self.self_attn = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
@@ -109,7 +112,13 @@ class RCNNStage(nn.Module):
             pro_features + self.dropout(self.self_attn(pro_features, pro_features, pro_features)[0])
         )
         x = x.reshape(B * Q, d)  # (B, Q, d) -> (B*Q, d)
-        x = self.norm2(x + self.dropout(self.inst_interact(x, rois)))
+        if self.checkpoint_interaction and self.training and torch.is_grad_enabled():
+            # Recomputed in the backward: only its inputs are kept, not the per-proposal kernels
+            # (B*Q x 2*d*d_dyn) and the (B*Q, S*S, d) maps between them. Same values and gradients.
+            interaction = checkpoint(self.inst_interact, x, rois, use_reentrant=False)
+        else:
+            interaction = self.inst_interact(x, rois)
+        x = self.norm2(x + self.dropout(interaction))
         x = self.norm3(x + self.dropout(self.linear2(self.dropout(torch.relu(self.linear1(x))))))
 
         cls_feature, reg_feature = x, x
