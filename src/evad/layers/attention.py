@@ -125,11 +125,15 @@ class Attention(nn.Module):
         B, H, N, _ = q.shape
         rows = max(1, _SCORE_BLOCK // (B * H * N))
         dtype = torch.promote_types(q.dtype, torch.float32)
+        # q, k, v are strided views into the qkv projection: lay them out once, not once per block.
+        q = (q * self.scale).contiguous()
+        key_t = k.transpose(-2, -1).contiguous()  # (B, H, head_dim, N)
+        v = v.contiguous() if with_output else v
         scores = q.new_zeros(B, H, N, dtype=dtype)
         outputs = []
         for start in range(0, N, rows):
             stop = min(start + rows, N)
-            attn = ((q[:, :, start:stop] * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, r, N)
+            attn = (q[:, :, start:stop] @ key_t).softmax(dim=-1)  # (B, H, r, N)
             # (r,) @ (B, H, r, N) -> (B, H, N): the rows weighted and summed (a matmul; einsum is 30x slower)
             scores += row_weights[start:stop].to(dtype) @ attn.to(dtype)
             if with_output:
