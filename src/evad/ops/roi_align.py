@@ -12,8 +12,9 @@ with ``aligned=False`` (legacy) a RoI is at least 1x1 feature cells.
 
 The pure-PyTorch path has two methods with the same values (to float rounding):
 
-* matmul (the default off export): a bin's average of bilinear samples is a weighted sum of cells
-  whose weights factorise into a row weight times a column weight, so per RoI the pooled grid is
+* matmul (the default on the CPU, except under export): a bin's average of bilinear samples is a
+  weighted sum of cells whose weights factorise into a row weight times a column weight, so per RoI
+  the pooled grid is
   ``Wy @ input[b, c] @ Wx^T`` with ``Wy`` (out_h, H) and ``Wx`` (out_w, W) the summed sample weights
   of each row and column (the out-of-range rule factorises too). Two dense products per image.
 * gather: per output cell, each of its ``(2 gh) x (2 gw)`` sample corners is read with one
@@ -188,7 +189,8 @@ def roi_align(
             axes.append((chunk, *rows, *cols))
     batch_index = rois[:, 0].long()
     grids = [(gh, gw) for gh, gw, _ in groups]
-    if num_rois and not tracing and _prefer_matmul(channels, height, width, out_h, out_w, grids):
+    matmul = _prefer_matmul(input.device, channels, height, width, out_h, out_w, grids)
+    if num_rois and not tracing and matmul:
         return _pool_by_matmul(input, batch_index, axes, num_rois, out_h, out_w)
     return _pool_by_gather(input, batch_index, axes, out_h, out_w, reorder=len(groups) > 1)
 
@@ -237,8 +239,13 @@ def _interpolation_matrix(index: Tensor, weight: Tensor, size: int) -> Tensor:
     return matrix.scatter_add_(2, index, weight)  # a sample's two cells may coincide at the border
 
 
-def _prefer_matmul(channels: int, height: int, width: int, out_h: int, out_w: int, grids: list) -> bool:
+def _prefer_matmul(
+    device: torch.device, channels: int, height: int, width: int, out_h: int, out_w: int, grids: list
+) -> bool:
     """Whether `_pool_by_matmul` beats `_pool_by_gather` (a cost model fitted on this CPU code).
+
+    Off the CPU the gather is kept: the matmul's loop over images waits for the host (on a GPU,
+    torchvision's kernel is the usual path anyway).
 
     Per RoI the gather reads ``out_h * out_w * 4 * gh * gw`` scattered rows of C values, the matmul
     does ``2 * C * (out_h * H * W + out_h * out_w * W)`` dense multiply-adds. On a 56 x 56 map (63
@@ -248,6 +255,8 @@ def _prefer_matmul(channels: int, height: int, width: int, out_h: int, out_w: in
     forced = _FORCED_METHOD.get()
     if forced is not None:
         return forced == "matmul"
+    if device.type != "cpu":
+        return False
     samples = min(4 * gh * gw for gh, gw in grids)
     gather_cost = _GATHER_TO_FLOP * out_h * out_w * samples * channels
     matmul_cost = 2 * channels * (out_h * height * width + out_h * out_w * width)
