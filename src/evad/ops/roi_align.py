@@ -14,9 +14,9 @@ The pure-PyTorch path has two methods with the same values (to float rounding):
 
 * matmul (the default on the CPU, except under export): a bin's average of bilinear samples is a
   weighted sum of cells whose weights factorise into a row weight times a column weight, so per RoI
-  the pooled grid is
-  ``Wy @ input[b, c] @ Wx^T`` with ``Wy`` (out_h, H) and ``Wx`` (out_w, W) the summed sample weights
-  of each row and column (the out-of-range rule factorises too). Two dense products per image.
+  the pooled grid is ``Wy @ input[b, c] @ Wx^T`` with ``Wy`` (out_h, H) and ``Wx`` (out_w, W) the
+  summed sample weights of each row and column (the out-of-range rule factorises too). Two dense
+  products per image.
 * gather: per output cell, each of its ``(2 gh) x (2 gw)`` sample corners is read with one
   ``index_select`` over the channels-last map and accumulated with its weight. Export (tracing)
   uses it, since it has no data-dependent loop over images; FLOP counting uses it, since its
