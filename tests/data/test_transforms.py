@@ -85,3 +85,28 @@ def test_empty_boxes() -> None:
     frames, _ = square_clip()
     clip, out, _ = ClipTransform((48,), flip_prob=1.0)(frames, np.zeros((0, 4), np.float32))
     assert out.shape == (0, 4) and clip.shape == (3, T, 48, 60)
+
+
+def test_color_jitter_changes_the_whole_clip_alike_and_leaves_boxes() -> None:
+    from evad.data.transforms import jitter_colors
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 32, 48, 3), dtype=np.uint8)
+    planar = frames.transpose(3, 0, 1, 2)  # (T, H, W, 3) -> (3, T, H, W)
+    assert np.array_equal(jitter_colors(planar, (1.0, 1.0, 1.0)), planar)
+    grey = jitter_colors(planar, (1.0, 1.0, 0.0))  # no saturation: the three channels agree
+    assert np.abs(grey.astype(int) - grey[:1]).max() <= 1
+    darker = jitter_colors(planar, (0.5, 1.0, 1.0))
+    assert np.abs(darker.astype(int) - np.rint(planar * 0.5)).max() <= 1
+
+    boxes = np.array([[2.0, 3.0, 20.0, 30.0]])
+    jittered = ClipTransform((32,), color_jitter=0.4)
+    plain = ClipTransform((32,))
+    a, a_boxes, _ = jittered(frames, boxes, torch.Generator().manual_seed(3))
+    b, b_boxes, _ = jittered(frames, boxes, torch.Generator().manual_seed(3))
+    c, c_boxes, _ = plain(frames, boxes)
+    assert torch.equal(a, b)  # reproducible for a seeded generator
+    assert torch.equal(a_boxes, c_boxes)
+    assert not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="color_jitter"):
+        ClipTransform((32,), color_jitter=1.5)

@@ -42,9 +42,11 @@ def _path(cfg: DataConfig, value: str | None, name: str) -> Path:
 
 
 def build_transform(cfg: DataConfig, train: bool) -> ClipTransform:
-    """Training: scale jitter over `train_short_side` and flips; test: `test_short_side`, no flip."""
+    """Training: scale jitter over `train_short_side`, flips and colour jitter; test: `test_short_side`."""
     if train:
-        return ClipTransform(cfg.train_short_side, cfg.max_long_side, cfg.flip_prob, cfg.mean, cfg.std)
+        return ClipTransform(
+            cfg.train_short_side, cfg.max_long_side, cfg.flip_prob, cfg.mean, cfg.std, cfg.color_jitter
+        )
     return ClipTransform((cfg.test_short_side,), cfg.max_long_side, 0.0, cfg.mean, cfg.std)
 
 

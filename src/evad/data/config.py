@@ -43,6 +43,8 @@ class DataConfig:
         test_short_side: Short side at test time.
         max_long_side: Long side cap after resizing (1333).
         flip_prob: Horizontal flip probability in training.
+        color_jitter: Training colour jitter strength a (brightness, contrast and saturation factors
+            in [1 - a, 1 + a], one draw per clip); 0 = none, as in the paper.
         size_divisor: Batches are zero-padded to a multiple of this.
         mean, std: Pixel normalisation of RGB in [0, 1].
         train_stride: UCF/JHMDB only: use every n-th annotated frame as a training keyframe.
@@ -73,6 +75,7 @@ class DataConfig:
     test_short_side: int = 256
     max_long_side: int = 1333
     flip_prob: float = 0.5
+    color_jitter: float = 0.0
     size_divisor: int = 32
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -86,5 +89,7 @@ class DataConfig:
         if isinstance(self.train_short_side, int):
             self.train_short_side = [self.train_short_side]
         self.train_short_side = [int(s) for s in self.train_short_side]
+        if not 0.0 <= self.color_jitter < 1.0:
+            raise ValueError(f"data.color_jitter must be in [0, 1), got {self.color_jitter}")
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)

@@ -73,8 +73,26 @@ def normalize_clip(planar: np.ndarray, mean: Sequence[float], std: Sequence[floa
     return torch.from_numpy(clip)
 
 
+def jitter_colors(planar: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Brightness, contrast and saturation of a uint8 (3, T, h, w) RGB clip, one factor each.
+
+    The whole clip changes alike (every frame by the same factors), in the order brightness
+    (x * b), contrast (towards the clip's mean grey by c) and saturation (towards each pixel's
+    grey by s), as torchvision's ColorJitter; factor 1 leaves a step out. Returns uint8.
+    """
+    brightness, contrast, saturation = (np.float32(f) for f in factors)
+    x = planar.astype(np.float32) * brightness
+    weights = np.array([0.299, 0.587, 0.114], np.float32).reshape(3, 1, 1, 1)
+    x = np.clip(x, 0, 255)
+    grey = (x * weights).sum(0, keepdims=True)  # (1, T, h, w)
+    x = np.clip(grey.mean() + contrast * (x - grey.mean()), 0, 255)
+    grey = (x * weights).sum(0, keepdims=True)
+    x = np.clip(grey + saturation * (x - grey), 0, 255)
+    return np.rint(x).astype(np.uint8)
+
+
 class ClipTransform:
-    """Resize (with scale jitter), horizontal flip and normalisation of a clip and its boxes.
+    """Resize (with scale jitter), horizontal flip, colour jitter and normalisation of a clip.
 
     Random choices draw from `generator`, or from torch's global RNG when it is None; DataLoader
     workers seed that RNG from the loader's generator, so a seeded loader gives the same clips.
@@ -84,6 +102,9 @@ class ClipTransform:
         max_long_side: Cap on the long side after resizing.
         flip_prob: Probability of a horizontal flip.
         mean, std: Per-channel normalisation of RGB in [0, 1].
+        color_jitter: Strength a of the colour jitter: brightness, contrast and saturation factors
+            drawn uniformly from [1 - a, 1 + a] per clip (`jitter_colors`); 0 (default) leaves
+            colours alone. Not in the paper's recipe; PySlowFast's AVA loader has a similar option.
 
     Example:
         >>> train = ClipTransform(short_sides=(224, 256), flip_prob=0.5)
@@ -97,6 +118,7 @@ class ClipTransform:
         flip_prob: float = 0.0,
         mean: Sequence[float] = (0.45, 0.45, 0.45),
         std: Sequence[float] = (0.225, 0.225, 0.225),
+        color_jitter: float = 0.0,
     ) -> None:
         if not short_sides:
             raise ValueError("short_sides must name at least one size")
@@ -107,6 +129,9 @@ class ClipTransform:
         self.flip_prob = float(flip_prob)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        if not 0.0 <= color_jitter < 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1), got {color_jitter}")
+        self.color_jitter = float(color_jitter)
 
     def __call__(
         self, frames: np.ndarray, boxes: np.ndarray, generator: torch.Generator | None = None
@@ -116,7 +141,7 @@ class ClipTransform:
         Args:
             frames: (T, H, W, 3) RGB uint8.
             boxes: (M, 4) x1, y1, x2, y2 in pixels of the source frames.
-            generator: Source of the random draws (scale, flip).
+            generator: Source of the random draws (scale, flip, colours).
 
         Returns:
             The clip (3, T, h, w) float32, the boxes (M, 4) float32 in pixels of the resized clip,
@@ -132,7 +157,12 @@ class ClipTransform:
         flip = self.flip_prob > 0 and float(torch.rand((), generator=generator)) < self.flip_prob
         if flip:
             boxes = flip_boxes(boxes, width)
-        clip = normalize_clip(planar_frames(frames, (height, width), flip), self.mean, self.std)
+        planar = planar_frames(frames, (height, width), flip)
+        if self.color_jitter > 0:
+            a = self.color_jitter
+            factors = 1 - a + 2 * a * torch.rand(3, generator=generator, dtype=torch.float64)
+            planar = jitter_colors(planar, factors.tolist())
+        clip = normalize_clip(planar, self.mean, self.std)
         return (
             clip,
             torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
@@ -142,5 +172,5 @@ class ClipTransform:
     def __repr__(self) -> str:
         return (
             f"ClipTransform(short_sides={self.short_sides}, max_long_side={self.max_long_side}, "
-            f"flip_prob={self.flip_prob})"
+            f"flip_prob={self.flip_prob}, color_jitter={self.color_jitter})"
         )
