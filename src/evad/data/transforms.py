@@ -78,7 +78,8 @@ def jitter_colors(planar: np.ndarray, factors: Sequence[float]) -> np.ndarray:
 
     The whole clip changes alike (every frame by the same factors), in the order brightness
     (x * b), contrast (towards the clip's mean grey by c) and saturation (towards each pixel's
-    grey by s), as torchvision's ColorJitter; factor 1 leaves a step out. Returns uint8.
+    grey by s): the three operations of torchvision's ColorJitter, in a fixed order; factor 1
+    leaves a step out. Returns uint8.
     """
     brightness, contrast, saturation = (np.float32(f) for f in factors)
     x = planar.astype(np.float32) * brightness
