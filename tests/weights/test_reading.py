@@ -115,3 +115,33 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
     message = str(err.value)
     assert "patch_embed.proj.weight" in message and "(96, 3, 2, 16, 16)" in message
     assert "(64, 3, 2, 16, 16)" in message and str(tmp_path / "wide.pth") in message
+
+
+@pytest.mark.parametrize("kind", ["bin", "safetensors"])
+def test_sharded_hugging_face_folder_reads_every_shard(tmp_path, kind):
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "videomae"}')
+    shards = {"a": {"x.weight": torch.ones(2)}, "b": {"y.weight": torch.zeros(3)}}
+    weight_map = {}
+    for name, tensors in shards.items():
+        file = f"model-{name}.{kind}"
+        if kind == "bin":
+            torch.save(tensors, folder / file)
+        else:
+            save_file(tensors, str(folder / file))
+        weight_map.update(dict.fromkeys(tensors, file))
+    index = "pytorch_model.bin.index.json" if kind == "bin" else "model.safetensors.index.json"
+    (folder / index).write_text(json.dumps({"weight_map": weight_map}))
+
+    ckpt = read_checkpoint(folder)
+    assert sorted(ckpt.tensors) == ["x.weight", "y.weight"]
+    assert torch.equal(ckpt.tensors["y.weight"], torch.zeros(3))
+
+    (folder / f"model-b.{kind}").unlink()
+    with pytest.raises(UserError, match=f"shard model-b.{kind} is missing"):
+        read_checkpoint(folder)

@@ -8,8 +8,9 @@ Everything that reaches the model goes through `read_checkpoint`, which accepts
   harmless classes that training scripts commonly store beside the weights (``argparse.Namespace``,
   numpy scalars) are allowed by name; anything else a pickle asks for is refused, so a file whose
   unpickling would call code is an error before any of that code runs,
-- folders: a Hugging Face transformers folder (``config.json`` + ``model.safetensors``, sharded
-  safetensors or ``pytorch_model.bin``) or evad weights written by `evad convert`.
+- folders: a Hugging Face transformers folder (``config.json`` + ``model.safetensors`` or
+  ``pytorch_model.bin``, either possibly sharded with its ``.index.json``) or evad weights written
+  by `evad convert`.
 
 Wrappers are removed: a state dict stored under ``model_state``, ``model``, ``module`` or
 ``state_dict`` (up to three levels deep), and a ``module.`` prefix on every name (DistributedDataParallel).
@@ -35,6 +36,7 @@ from evad.errors import UserError
 WRAPPER_KEYS = ("model_state", "model", "module", "state_dict")
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 HF_INDEX = "model.safetensors.index.json"
+HF_BIN_INDEX = "pytorch_model.bin.index.json"
 CONFIG_FILE = "config.json"
 EVAD_FORMAT = "evad-weights"
 
@@ -231,18 +233,37 @@ def _read_folder(path: Path) -> Checkpoint:
         raise UserError(f"{config_path}: neither evad weights nor a Hugging Face config (no model_type)")
     if config["model_type"] != "videomae":
         raise UserError(f"{config_path}: model_type {config['model_type']!r} is not 'videomae'")
-    if (path / HF_INDEX).is_file():
-        index = read_json(path / HF_INDEX).get("weight_map", {})
-        tensors: dict[str, Tensor] = {}
-        for shard in sorted(set(index.values())):
-            tensors.update(load_safetensors(path / shard))
-        return Checkpoint(path, tensors, hf_config=config)
+    for index_name in (HF_INDEX, HF_BIN_INDEX):
+        if (path / index_name).is_file():
+            return Checkpoint(path, _read_shards(path, index_name), hf_config=config)
     for name in HF_WEIGHTS:
         if (path / name).is_file():
             file = path / name
             loaded = load_safetensors(file) if name.endswith(".safetensors") else load_torch_file(file)
             return Checkpoint(path, state_dict_of(loaded, file)[0], hf_config=config)
     raise UserError(f"{path}: Hugging Face folder without {' or '.join(HF_WEIGHTS)}")
+
+
+def _read_shards(path: Path, index_name: str) -> dict[str, Tensor]:
+    """The tensors of a sharded Hugging Face checkpoint (safetensors or PyTorch shards)."""
+    index = read_json(path / index_name).get("weight_map")
+    if not isinstance(index, dict) or not index:
+        raise UserError(f"{path / index_name}: no weight_map naming the shards")
+    tensors: dict[str, Tensor] = {}
+    for shard in sorted(set(index.values())):
+        file = path / shard
+        if not file.is_file():
+            raise UserError(f"{path / index_name}: shard {shard} is missing")
+        if shard.endswith(".safetensors"):
+            tensors.update(load_safetensors(file))
+        else:
+            tensors.update(state_dict_of(load_torch_file(file), file)[0])
+    missing = sorted(set(index) - set(tensors))
+    if missing:
+        raise UserError(
+            f"{path / index_name}: {len(missing)} tensors listed but in no shard, e.g. {missing[0]}"
+        )
+    return tensors
 
 
 def _evad_train_info(top: dict[str, Any], path: Path) -> dict[str, Any] | None:
