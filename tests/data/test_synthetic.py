@@ -294,3 +294,24 @@ def test_less_clutter_changes_pixels_not_annotations() -> None:
     np.testing.assert_array_equal(busy.labels, calm.labels)
     first = [next(iter(render_frames(video))) for video in (busy, calm)]
     assert not np.array_equal(*first)
+
+
+def test_cli_world_options_reach_the_generator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "calm"
+    world = ["--actor-height", "0.5", "0.85", "--max-actors", "4", "--background-shapes", "3", "8"]
+    argv = ["data", "synth", "--out", str(out), "--videos", "2", "--seconds", "4", "--no-progress"]
+    assert main([*argv, *world]) == 0
+    config = json.loads((out / "synth.json").read_text())["config"]
+    assert config["actor_height"] == [0.5, 0.85] and config["max_actors"] == 4
+    assert config["background_shapes"] == [3, 8]
+    capsys.readouterr()
+    for bad, message in (
+        (["--actor-height", "0.9", "0.5"], "--actor-height must satisfy"),
+        (["--max-actors", "2"], "--max-actors must be at least 4"),
+        (["--background-shapes", "5", "5"], "--background-shapes must satisfy"),
+    ):
+        assert main([*argv[:3], str(tmp_path / "bad"), *argv[4:], *bad]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

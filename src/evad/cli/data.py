@@ -23,6 +23,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--seconds", type=int, default=None, help="video length in seconds (default: 8)")
     synth.add_argument(
+        "--actor-height",
+        type=float,
+        nargs=2,
+        metavar=("FAR", "NEAR"),
+        default=None,
+        help="standing height of the farthest and nearest actors, fractions of the frame (0.3 0.55)",
+    )
+    synth.add_argument("--max-actors", type=int, default=None, help="at most this many actors per video (6)")
+    synth.add_argument(
+        "--background-shapes",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=None,
+        help="clutter: random shapes painted on each background, MIN <= n < MAX (25 45)",
+    )
+    synth.add_argument(
         "--overwrite", action="store_true", help="replace an earlier synthetic dataset in --out"
     )
     synth.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -35,8 +52,13 @@ def _synth(args: argparse.Namespace) -> int:
     from evad.data.synthetic import ANNOTATIONS, SynthConfig, generate
 
     config = SynthConfig()
-    if args.seconds is not None:
-        config = replace(config, seconds=args.seconds)
+    changes = {
+        "seconds": args.seconds,
+        "actor_height": None if args.actor_height is None else tuple(args.actor_height),
+        "max_actors": args.max_actors,
+        "background_shapes": None if args.background_shapes is None else tuple(args.background_shapes),
+    }
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     summary = generate(
         args.out,
         num_videos=args.videos,

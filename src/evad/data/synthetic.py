@@ -1197,6 +1197,14 @@ def _validate(cfg: SynthConfig, num_videos: int) -> None:
         )
     if not 1 <= cfg.jpeg_quality <= 100:
         raise UserError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
+    far, near = cfg.actor_height
+    if not 0 < far <= near <= 1:
+        raise UserError(f"--actor-height must satisfy 0 < FAR <= NEAR <= 1, got {far} {near}")
+    if cfg.max_actors < 4:
+        raise UserError(f"--max-actors must be at least 4 (the scheduled actors), got {cfg.max_actors}")
+    low, high = cfg.background_shapes
+    if not 0 <= low < high:
+        raise UserError(f"--background-shapes must satisfy 0 <= MIN < MAX, got {low} {high}")
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
