@@ -143,6 +143,21 @@ def test_tube_perfect_detections(tmp_path):
     assert summary["frame_mAP"] == pytest.approx(1.0) and report["classes"] == ["class1"]
 
 
+def test_tube_every_nth_frame_scores_only_those_frames(tmp_path):
+    # data.val_stride=2 scores frames 1, 3, 5: the ground truth of frames 2, 4, 6 must not count as missed.
+    dataset = tube_dataset(tmp_path)
+    dataset.class_ids = [1]
+    items = [item for item in oracle(dataset) if item.timestamp % 2 == 1]
+    for item in items:
+        item.action_scores = np.array([[1.0]], np.float32)
+    summary, _ = score_detections(items, dataset, None)
+    assert summary["frame_mAP"] < 0.75  # scored as if every frame had been run: half the boxes missed
+    dataset.stride = 2
+    summary, report = score_detections(items, dataset, None)
+    assert summary["frame_mAP"] == pytest.approx(1.0)
+    assert report["video_mAP"] == {} and set(summary) == {"frame_mAP"}  # video-mAP needs every frame
+
+
 def test_unknown_dataset_kind_is_refused(results):
     _, out = results
     with pytest.raises(ValueError, match="neither"):

@@ -136,6 +136,16 @@ def test_detections_on_frames_without_ground_truth_are_false_positives():
     assert evaluate_tubes(gt, detections(rows)).frame_ap[0] == pytest.approx(0.25)
 
 
+def test_frame_ap_on_a_subset_of_frames_ignores_the_other_frames():
+    gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
+    rows = track(0, range(1, 21, 5), BOX, 0, 0.9)  # frames 1, 6, 11, 16 only
+    assert evaluate_tubes(gt, detections(rows)).frame_ap[0] == pytest.approx(4 / 20, abs=1e-6)
+    scored = np.array([(0, f) for f in range(1, 21, 5)])
+    metrics = evaluate_tubes(gt, detections(rows), frames=scored)
+    assert metrics.frame_ap[0] == pytest.approx(1.0, abs=1e-6)
+    assert metrics.video_ap == {}  # video-AP links every frame; not computed on a subset
+
+
 def test_decay_nms_numbers():
     boxes = np.array(
         [BOX, shifted(BOX, 24), shifted(BOX, 40), shifted(BOX, 50), BOX, shifted(BOX, 25)], np.float32

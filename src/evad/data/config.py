@@ -48,7 +48,9 @@ class DataConfig:
         size_divisor: Batches are zero-padded to a multiple of this.
         mean, std: Pixel normalisation of RGB in [0, 1].
         train_stride: UCF/JHMDB only: use every n-th annotated frame as a training keyframe.
-        val_stride: UCF/JHMDB only: evaluate every n-th frame (1 = every test frame).
+        val_stride: UCF/JHMDB only: evaluate every n-th frame (1 = every test frame, the protocol).
+            Frame-mAP then counts only those frames' ground truth; video-mAP, which links every
+            frame, is left out.
         num_workers: DataLoader worker processes.
     """
 

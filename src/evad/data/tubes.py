@@ -63,6 +63,7 @@ class TubeDataset(ClipDataset):
     ) -> None:
         if stride < 1:
             raise UserError(f"the keyframe stride must be at least 1, got {stride}")
+        self.stride = stride
         self.groundtruth_path = Path(groundtruth).absolute()
         self.groundtruth: TubeGroundTruth = load_groundtruth(groundtruth, split_index)
         labels = self.groundtruth.labels

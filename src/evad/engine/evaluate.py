@@ -242,7 +242,12 @@ def evaluate_tube_detections(
         boxes=np.concatenate([*boxes, np.zeros((0, 4), np.float32)]).astype(np.float32),
         scores=np.concatenate([*scores, np.zeros(0, np.float32)]).astype(np.float32),
     )
-    metrics = evaluate_tubes(groundtruth, detections)
+    frames = None
+    if getattr(dataset, "stride", 1) > 1:  # every n-th test frame: score only those frames
+        frames = np.asarray([(video_index[item.video], item.timestamp) for item in results], np.int64)
+        frames = frames.reshape(-1, 2)
+        logger.info("evaluation: every %d-th test frame scored; video-mAP needs every frame", dataset.stride)
+    metrics = evaluate_tubes(groundtruth, detections, frames=frames)
     for message in metrics.warnings:
         logger.warning("evaluation: %s", message)
     report = metrics.to_dict()

@@ -496,6 +496,7 @@ def frame_average_precision(
     detections: FrameDetections,
     scores: np.ndarray,
     threshold: float = FRAME_IOU,
+    frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Frame-AP of every class over every frame of every test video.
 
@@ -504,6 +505,8 @@ def frame_average_precision(
         detections: the detections.
         scores: ``(N,)`` their scores after ``decay_nms``.
         threshold: IoU for a hit.
+        frames: ``(F, 2)`` (video index, frame) pairs that were scored, e.g. every n-th frame;
+            ground truth on other frames is left out. None scores every frame (the protocol).
 
     Returns:
         ``(C,)`` AP per class; 0 for a class without ground truth.
@@ -513,14 +516,18 @@ def frame_average_precision(
     for v, video_tubes in enumerate(groundtruth.tubes):
         for label, tubes in video_tubes.items():
             for tube in tubes:
-                frames = tube[:, 0].astype(np.int64)
-                inside = (frames >= 1) & (frames <= groundtruth.nframes[v])  # others can never be hit
-                keys.append(np.where(inside, v * stride + frames, -1))
+                tube_frames = tube[:, 0].astype(np.int64)
+                # Frames outside the video can never be hit.
+                inside = (tube_frames >= 1) & (tube_frames <= groundtruth.nframes[v])
+                keys.append(np.where(inside, v * stride + tube_frames, -1))
                 labels.append(np.full(len(tube), label))
                 boxes.append(tube[:, 1:5].astype(np.float64))
     gt_keys = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
     gt_labels = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
     gt_boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    if frames is not None:
+        scored = np.isin(gt_keys, frames[:, 0].astype(np.int64) * stride + frames[:, 1].astype(np.int64))
+        gt_keys, gt_labels, gt_boxes = gt_keys[scored], gt_labels[scored], gt_boxes[scored]
     gt_order = np.lexsort((gt_keys, gt_labels))  # by class, then frame; tube order kept within a frame
     gt_keys, gt_labels, gt_boxes = gt_keys[gt_order], gt_labels[gt_order], gt_boxes[gt_order]
 
@@ -854,6 +861,7 @@ def evaluate_tubes(
     groundtruth: TubeGroundTruth,
     detections: FrameDetections,
     iou_thresholds: Sequence[str] = DEFAULT_VIDEO_THRESHOLDS,
+    frames: np.ndarray | None = None,
 ) -> TubeMetrics:
     """Frame-mAP at IoU 0.5 and video-mAP at the given thresholds (SPEC section 11).
 
@@ -867,6 +875,9 @@ def evaluate_tubes(
         groundtruth: ``load_groundtruth`` output.
         detections: ``read_detections`` output (or built in memory, frames from 1).
         iou_thresholds: video-AP thresholds, as ``parse_iou_thresholds`` reads them.
+        frames: ``(F, 2)`` (video index, frame) pairs that were scored when not every frame was
+            (e.g. every n-th test frame): frame-AP counts only their ground truth, and video-AP,
+            which needs every frame, is left out (``video_ap`` is empty).
 
     Returns:
         The metrics. A class with detections but no test ground truth gets AP 0 (the reference
@@ -878,10 +889,13 @@ def evaluate_tubes(
     groups = (detections.video * stride + detections.frame) * len(groundtruth.labels) + detections.label
     scores = decay_nms(detections.boxes, detections.scores, groups)
 
-    frame_ap = frame_average_precision(groundtruth, detections, scores)
-    flat = sorted({t for _, values in named for t in values})
-    video_ap_flat = video_average_precision(groundtruth, build_tubes(groundtruth, detections, scores), flat)
-    video_ap = {name: np.mean([video_ap_flat[flat.index(t)] for t in vals], axis=0) for name, vals in named}
+    frame_ap = frame_average_precision(groundtruth, detections, scores, frames=frames)
+    video_ap: dict[str, np.ndarray] = {}
+    if frames is None:  # video-AP links detections frame to frame: it needs every frame
+        flat = sorted({t for _, values in named for t in values})
+        tubes = build_tubes(groundtruth, detections, scores)
+        aps = video_average_precision(groundtruth, tubes, flat)
+        video_ap = {name: np.mean([aps[flat.index(t)] for t in vals], axis=0) for name, vals in named}
 
     has_gt = np.zeros(len(groundtruth.labels), dtype=bool)
     for video_tubes in groundtruth.tubes:
