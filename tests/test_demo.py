@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evad.cli import main
-from evad.demo import REPORT_HTML, REPORT_JSON
+from evad.cli import build_parser, main
+from evad.demo import REPORT_HTML, REPORT_JSON, DemoSettings
 
 TOY = ["--videos", "4", "--seconds", "5", "--no-progress"]
 TOY += ["train.epochs=1", "train.eval_every=1", "train.batch_size=2", "train.log_every=1"]
@@ -54,3 +54,26 @@ def test_a_folder_with_other_files_is_never_used(tmp_path: Path, capsys) -> None
     assert "notes.txt" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "my own file"
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_demo_world_options_reach_the_data_and_match_the_settings(demo_out: Path) -> None:
+    # `evad demo` with no world options uses DemoSettings' world (the calmer one of the README).
+    args = build_parser().parse_args(["demo", "--out", "x"])
+    defaults = DemoSettings(out=Path("x"))
+    assert (args.videos, args.seconds) == (defaults.videos, defaults.seconds)
+    assert tuple(args.actor_height) == defaults.actor_height and args.max_actors == defaults.max_actors
+    assert tuple(args.background_shapes) == defaults.background_shapes
+    world = json.loads((demo_out / "data" / "synth.json").read_text())["config"]
+    assert world["actor_height"] == list(defaults.actor_height) and world["max_actors"] == defaults.max_actors
+    assert world["background_shapes"] == list(defaults.background_shapes) and world["seconds"] == 5
+
+
+def test_rerun_reuses_the_data_only_for_the_same_world(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo-output"
+    assert main(["demo", "--out", str(out), *TOY]) == 0
+    assert "generating" in capsys.readouterr().out
+    assert main(["demo", "--out", str(out), "--overwrite", *TOY]) == 0
+    assert "reusing the synthetic benchmark" in capsys.readouterr().out
+    assert main(["demo", "--out", str(out), "--overwrite", "--max-actors", "5", *TOY]) == 0
+    assert "generating" in capsys.readouterr().out
+    assert json.loads((out / "data" / "synth.json").read_text())["config"]["max_actors"] == 5

@@ -4,6 +4,46 @@ from __future__ import annotations
 
 import argparse
 
+# The generator's defaults (`evad.data.synthetic.SynthConfig`; not imported, so `evad` starts quickly).
+DEFAULT_WORLD = {"actor_height": (0.3, 0.55), "max_actors": 6, "background_shapes": (25, 45)}
+
+
+def add_world_arguments(
+    parser: argparse.ArgumentParser,
+    actor_height: tuple[float, float],
+    max_actors: int,
+    background_shapes: tuple[int, int],
+    as_defaults: bool,
+) -> None:
+    """--actor-height, --max-actors and --background-shapes, their help naming the given values.
+
+    With `as_defaults` the values are also the options' defaults; otherwise an option left out is
+    None, which leaves the generator's own default.
+    """
+    (far, near), (low, high) = actor_height, background_shapes
+    parser.add_argument(
+        "--actor-height",
+        type=float,
+        nargs=2,
+        metavar=("FAR", "NEAR"),
+        default=actor_height if as_defaults else None,
+        help=f"standing height of the farthest and nearest actors, fractions of the frame ({far} {near})",
+    )
+    parser.add_argument(
+        "--max-actors",
+        type=int,
+        default=max_actors if as_defaults else None,
+        help=f"at most this many actors per video ({max_actors})",
+    )
+    parser.add_argument(
+        "--background-shapes",
+        type=int,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=background_shapes if as_defaults else None,
+        help=f"clutter: random shapes painted on each background, MIN <= n < MAX ({low} {high})",
+    )
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="prepare datasets (synthetic benchmark)")
@@ -22,23 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--size", type=int, nargs=2, metavar=("H", "W"), default=None, help="frame size (default: 128 171)"
     )
     synth.add_argument("--seconds", type=int, default=None, help="video length in seconds (default: 8)")
-    synth.add_argument(
-        "--actor-height",
-        type=float,
-        nargs=2,
-        metavar=("FAR", "NEAR"),
-        default=None,
-        help="standing height of the farthest and nearest actors, fractions of the frame (0.3 0.55)",
-    )
-    synth.add_argument("--max-actors", type=int, default=None, help="at most this many actors per video (6)")
-    synth.add_argument(
-        "--background-shapes",
-        type=int,
-        nargs=2,
-        metavar=("MIN", "MAX"),
-        default=None,
-        help="clutter: random shapes painted on each background, MIN <= n < MAX (25 45)",
-    )
+    add_world_arguments(synth, **DEFAULT_WORLD, as_defaults=False)
     synth.add_argument(
         "--overwrite", action="store_true", help="replace an earlier synthetic dataset in --out"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from evad.cli.data import add_world_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,8 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and a self-contained OUT/report.html.",
     )
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
-    parser.add_argument("--videos", type=int, default=32, help="synthetic videos, a quarter held out (32)")
-    parser.add_argument("--seconds", type=int, default=16, help="length of each synthetic video (16)")
+    parser.add_argument("--videos", type=int, default=128, help="synthetic videos, a quarter held out (128)")
+    parser.add_argument("--seconds", type=int, default=5, help="length of each synthetic video (5)")
+    # The demo's world is calmer than `evad data synth`'s default (evad.demo.DemoSettings).
+    add_world_arguments(
+        parser, actor_height=(0.5, 0.85), max_actors=4, background_shapes=(3, 8), as_defaults=True
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark and the training (0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -33,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
         out=Path(args.out),
         videos=args.videos,
         seconds=args.seconds,
+        actor_height=tuple(args.actor_height),
+        max_actors=args.max_actors,
+        background_shapes=tuple(args.background_shapes),
         seed=args.seed,
         overrides=(f"train.seed={args.seed}", *args.overrides),
         overwrite=args.overwrite,
