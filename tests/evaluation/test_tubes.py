@@ -478,3 +478,23 @@ def test_cli_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
 
     assert main([*args, "--overwrite", "--detections", str(write_csv(tmp_path / "bad.csv", ["v0,1,2"]))]) == 2
     assert "bad.csv: line 1" in capsys.readouterr().err
+
+
+def test_cli_frame_stride_scores_only_the_frames_detected(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("evad.cli.evaluate_ava", reason="`evad evaluate` also needs the AVA sub-command")
+    from evad import cli
+
+    monkeypatch.setattr(cli, "_COMMAND_MODULES", ("evaluate",))
+    gt = write_groundtruth(tmp_path / "gt.pkl")
+    odd = [row for row in perfect_rows() if int(row.split(",")[1]) % 2 == 1]  # frames 1, 3, ..., 19
+    det = write_csv(tmp_path / "det.csv", odd)
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "tubes", "--groundtruth", str(gt), "--detections", str(det), "--json", str(out)]
+    assert cli.main(args) == 0
+    assert json.loads(out.read_text())["frame_mAP"] == pytest.approx(0.5, abs=1e-6)  # half the boxes missed
+    assert cli.main([*args, "--overwrite", "--frame-stride", "2"]) == 0
+    assert "one frame in 2 scored" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["frame_mAP"] == pytest.approx(1.0, abs=1e-6) and result["video_mAP"] == {}
+    assert cli.main([*args, "--overwrite", "--frame-stride", "0"]) == 2
+    assert "--frame-stride must be at least 1" in capsys.readouterr().err

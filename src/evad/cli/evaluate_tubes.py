@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from evad.errors import UserError
 from evad.fileio import write_json_atomically
 
@@ -37,6 +39,15 @@ def register(kinds: argparse._SubParsersAction) -> None:
         help="video-AP spatio-temporal IoU thresholds; lo:hi averages lo..hi in steps of 0.05 "
         "(default: 0.2 0.5 0.75 0.5:0.95)",
     )
+    parser.add_argument(
+        "--frame-stride",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the detections cover every N-th frame (1, 1+N, ...) of each test video, as evaluation with "
+        "data.val_stride=N writes them: frame-mAP counts only those frames and video-mAP is not computed "
+        "(default 1: every frame, the protocol)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.set_defaults(func=run)
@@ -51,11 +62,18 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.json} exists; pass --overwrite to replace it")
         if not args.json.parent.is_dir():
             raise UserError(f"{args.json}: directory {args.json.parent} does not exist")
+    if args.frame_stride < 1:
+        raise UserError(f"--frame-stride must be at least 1, got {args.frame_stride}")
     thresholds = args.iou or tubes.DEFAULT_VIDEO_THRESHOLDS
     tubes.parse_iou_thresholds(thresholds)  # fail on a bad threshold before reading anything
     groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split)
     detections = tubes.read_detections(args.detections, groundtruth)
-    metrics = tubes.evaluate_tubes(groundtruth, detections, thresholds)
+    frames = None
+    if args.frame_stride > 1:  # (video index, frame) of every scored frame
+        step = args.frame_stride
+        pairs = [(v, f) for v, n in enumerate(groundtruth.nframes) for f in range(1, int(n) + 1, step)]
+        frames = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    metrics = tubes.evaluate_tubes(groundtruth, detections, thresholds, frames=frames)
 
     for warning in metrics.warnings:
         print(f"evad: warning: {warning}", file=sys.stderr)
@@ -64,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'frame-mAP':<{width}}  {100 * metrics.frame_map:6.2f}   (IoU 0.5, %)")
     for name, value in metrics.video_map.items():
         print(f"{'video-mAP':<{width}}  {100 * value:6.2f}   (IoU {name}, %)")
+    if frames is not None:
+        print(f"(one frame in {args.frame_stride} scored; video-mAP needs every frame and is not computed)")
     print()
     columns = {name: max(6, len(name) + 2) for name in names}
     print(f"{'AP (%)':<{width}}  {'frame':>6}" + "".join(f"  {'v@' + n:>{w}}" for n, w in columns.items()))

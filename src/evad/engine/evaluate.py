@@ -246,7 +246,7 @@ def evaluate_tube_detections(
     if getattr(dataset, "stride", 1) > 1:  # every n-th test frame: score only those frames
         frames = np.asarray([(video_index[item.video], item.timestamp) for item in results], np.int64)
         frames = frames.reshape(-1, 2)
-        logger.info("evaluation: every %d-th test frame scored; video-mAP needs every frame", dataset.stride)
+        logger.info("evaluation: one test frame in %d scored; video-mAP needs every frame", dataset.stride)
     metrics = evaluate_tubes(groundtruth, detections, frames=frames)
     for message in metrics.warnings:
         logger.warning("evaluation: %s", message)
