@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from evad.cli.data import add_world_arguments
+from evad.demo import DemoSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seconds", type=int, default=5, help="length of each synthetic video (5)")
     # The demo's world is calmer than `evad data synth`'s default (evad.demo.DemoSettings).
     add_world_arguments(
-        parser, actor_height=(0.5, 0.85), max_actors=4, background_shapes=(3, 8), as_defaults=True
+        parser,
+        actor_height=DemoSettings.actor_height,
+        max_actors=DemoSettings.max_actors,
+        background_shapes=DemoSettings.background_shapes,
+        as_defaults=True,
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark and the training (0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out")
@@ -33,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evad.demo import DemoSettings, run_demo
+    from evad.demo import run_demo
 
     settings = DemoSettings(
         out=Path(args.out),

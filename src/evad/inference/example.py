@@ -1,9 +1,10 @@
 """A short example video to try `evad detect --example` on, rendered by the synthetic benchmark.
 
-The clip is one video of the synthetic world (`evad.data.synthetic`): articulated figures that
-walk, wave, sit, carry boxes and talk to each other on a cluttered background. It is rendered
-from a fixed seed and an index outside the training videos of the packaged model's recipe, so it
-is the same on every machine and new to that model.
+The clip is one video of the demo's synthetic world (`evad.data.synthetic` with the world settings
+of `evad.demo.DemoSettings`, which the packaged model was trained on): articulated figures that
+walk, wave, sit, carry boxes and talk to each other on a textured background. It is rendered from a
+fixed seed and an index outside the training videos of the packaged model's recipe, so it is the
+same on every machine and new to that model.
 """
 
 from __future__ import annotations
@@ -40,11 +41,18 @@ def write_example_video(path: str | Path, seconds: int = 4, *, overwrite: bool =
     import av
 
     from evad.data.synthetic import SynthConfig, render_frames, simulate_video
+    from evad.demo import DemoSettings
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    config = SynthConfig(size=EXAMPLE_SIZE, seconds=seconds)
+    config = SynthConfig(
+        size=EXAMPLE_SIZE,
+        seconds=seconds,
+        actor_height=DemoSettings.actor_height,
+        max_actors=DemoSettings.max_actors,
+        background_shapes=DemoSettings.background_shapes,
+    )
     if not config.keyframe_seconds():
         raise ValueError(f"the example needs at least 3 seconds, got {seconds}")
     video = simulate_video(config, EXAMPLE_SEED, EXAMPLE_INDEX)
