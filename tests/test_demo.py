@@ -77,3 +77,29 @@ def test_rerun_reuses_the_data_only_for_the_same_world(tmp_path: Path, capsys) -
     assert main(["demo", "--out", str(out), "--overwrite", "--max-actors", "5", *TOY]) == 0
     assert "generating" in capsys.readouterr().out
     assert json.loads((out / "data" / "synth.json").read_text())["config"]["max_actors"] == 5
+
+
+def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys) -> None:
+    # benchmarks/actor_probe.py (the README's diagnosis of the demo) on the demo's own checkpoint.
+    import csv
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "actor_probe.py"
+    spec = importlib.util.spec_from_file_location("actor_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.main([str(demo_out / "train" / "best.pt")]) == 0
+    out = capsys.readouterr().out.splitlines()
+
+    def people(split: str) -> int:  # (video, second, person) triples of the split's CSV
+        with open(demo_out / "data" / "annotations" / f"{split}.csv") as f:
+            return len({(r[0], r[1], r[7]) for r in csv.reader(f)})
+
+    assert out[0] == f"{people('train')} training actors, {people('val')} held-out actors"
+    rows = [line.split("  ")[0] for line in out[2:]]
+    assert rows == [
+        "model's action head",
+        "linear probe on features",
+        "linear probe on geometry",
+        "chance (share of positives)",
+    ]
