@@ -43,6 +43,13 @@ def test_tokens_picture_has_a_row_per_pruning_stage(video, tmp_path, capsys):
     assert "keyframe at 1.00 s (frame 20)" in printed and "192 -> 96" in printed  # middle of 2 s
 
 
+def test_the_picture_format_follows_the_file_name(video, tmp_path):
+    out = tmp_path / "tokens.jpg"
+    assert main(["visualize", "tokens", str(video), *TINY, "--out", str(out)]) == 0
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, not a PNG under a .jpg name
+    assert cv2.imread(str(out)).shape[:2] == _size(4)
+
+
 def test_attention_picture_has_a_row_per_actor(video, tmp_path, capsys):
     out = tmp_path / "attention.png"
     argv = ["visualize", "attention", str(video), *TINY, "--out", str(out), "--time", "0.5"]
@@ -78,6 +85,7 @@ def test_bad_inputs_fail_before_the_model_loads(video, tmp_path, capsys, monkeyp
         ([str(tmp_path / "missing.mp4"), *TINY], "no such video file"),
         ([str(text), *TINY], "not a readable video"),
         ([str(video), *TINY, "--out", str(existing)], "--overwrite"),
+        ([str(video), *TINY, "--out", str(tmp_path / "t.gif")], "--out must end in .png, .jpg, .jpeg"),
         ([str(video), "--out", str(tmp_path / "t.png")], "no packaged model is installed"),
     ]
     for argv, message in cases:

@@ -35,7 +35,9 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--time", type=_seconds, help="keyframe time in seconds (default: the middle of the video)"
     )
-    parser.add_argument("--out", default=default_out, help=f"PNG file to write (default: {default_out})")
+    parser.add_argument(
+        "--out", default=default_out, help=f"picture to write, .png or .jpg (default: {default_out})"
+    )
     parser.add_argument(
         "--short-side", type=positive(int), help="input short side (default: the checkpoint's; 256)"
     )
@@ -83,11 +85,14 @@ def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]
 
     from evad.inference import clips_to_batch, probe_video, read_keyframe_clip
     from evad.layers.token_pruning import check_keep_rate
+    from evad.viz.tokens import IMAGE_SUFFIXES
 
     probe_video(args.video)
     out = Path(args.out)
     if out.is_dir():
-        raise UserError(f"{out}: is a folder; --out names the PNG file")
+        raise UserError(f"{out}: is a folder; --out names the picture file")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"{out}: --out must end in {', '.join(IMAGE_SUFFIXES)}")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     if args.keep_rate is not None:

@@ -160,7 +160,7 @@ def render_decoder_attention(
     class_names: Sequence[str] | None = None,
     alpha: float = 0.55,
 ) -> TokenGrid:
-    """Draw each actor's decoder attention over the temporal slices and save it as PNG.
+    """Draw each actor's decoder attention over the temporal slices and save it as PNG or JPEG.
 
     Row 0 shows the frames (the first of each tubelet); row k + 1 shows actor k's map, scaled to
     its maximum and upsampled bilinearly from the token grid, with the actor's box on the
@@ -169,7 +169,7 @@ def render_decoder_attention(
     Args:
         clip: (3, T, H, W) normalised clip as given to the model (padding included).
         traced: `trace_decoder_attention`'s result for this clip.
-        path: PNG file to write (atomically); nothing is written if None.
+        path: .png, .jpg or .jpeg file to write (atomically); nothing is written if None.
         mean, std: The normalisation to undo.
         class_names: Names of the action outputs; the row labels then name each actor's top action.
         alpha: Opacity of the heat map.
@@ -205,5 +205,5 @@ def render_decoder_attention(
         cv2.rectangle(figure.image, corner1, corner2, (255, 255, 255), 4)
         cv2.rectangle(figure.image, corner1, corner2, track_color(k + 1), 2)
     if path is not None:
-        figure.save_png(path)
+        figure.save(path)
     return figure

@@ -28,6 +28,8 @@ _GAP = 4
 _MIN_CELL = 112  # small clips are enlarged so labels and tokens stay legible
 _KEYFRAME_COLOR = (255, 190, 0)  # RGB frame around the keyframe slice
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", *JPEG_SUFFIXES)  # what `TokenGrid.save` can write
 
 
 @torch.no_grad()
@@ -126,12 +128,14 @@ class TokenGrid:
         if column == self.num_columns // 2:
             cv2.rectangle(self.image, (x, y), (x + cw - 1, y + ch - 1), _KEYFRAME_COLOR, 2)
 
-    def save_png(self, path: str | Path) -> None:
-        """Write the figure as PNG, atomically."""
-        ok, png = cv2.imencode(".png", cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR))
+    def save(self, path: str | Path) -> None:
+        """Write the figure atomically, as JPEG (quality 90) for .jpg / .jpeg and PNG otherwise."""
+        jpeg = Path(path).suffix.lower() in JPEG_SUFFIXES
+        ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]) if jpeg else (".png", [])
+        ok, data = cv2.imencode(ext, cv2.cvtColor(self.image, cv2.COLOR_RGB2BGR), params)
         if not ok:
-            raise RuntimeError("OpenCV could not encode the figure as PNG")
-        write_atomically(path, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+            raise RuntimeError(f"OpenCV could not encode the figure as {ext}")
+        write_atomically(path, lambda tmp: Path(tmp).write_bytes(data.tobytes()))
 
 
 def _stage_indices(outputs: dict, batch_index: int) -> list[Tensor]:
@@ -170,14 +174,14 @@ def render_kept_tokens(
     *,
     batch_index: int = 0,
 ) -> TokenGrid:
-    """Draw which tokens survive each pruning stage (EVAD Fig. 4) and save it as PNG.
+    """Draw which tokens survive each pruning stage (EVAD Fig. 4) and save it as PNG or JPEG.
 
     Args:
         clip: (3, T, H, W) normalised clip as given to the model (padding included).
         outputs: `trace_kept_tokens`'s dict (every stage), or the detector's output dict, of which
             only ``kept_indices`` (row `batch_index`) and ``grid`` are used: then the rows are just
             the input and the final survivors.
-        path: PNG file to write (atomically); nothing is written if None.
+        path: .png, .jpg or .jpeg file to write (atomically); nothing is written if None.
         mean, std: The normalisation to undo.
         batch_index: Which clip of a batched ``kept_indices`` the picture is about.
 
@@ -200,5 +204,5 @@ def render_kept_tokens(
             mask = np.kron(kept[col], np.ones((H // h, W // w), bool))  # (h, w) -> (H, W) by patch
             figure.paste(row, col, np.where(mask[..., None], frame, _dim(frame)))
     if path is not None:
-        figure.save_png(path)
+        figure.save(path)
     return figure
