@@ -103,3 +103,41 @@ def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys
         "linear probe on geometry",
         "chance (share of positives)",
     ]
+
+
+def _benchmark_script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cue_learnability_labels_cells_and_scores_every_person(demo_out: Path, tmp_path: Path) -> None:
+    # benchmarks/cue_learnability.py (the README's learnability ceiling) on the demo's own data.
+    import torch
+
+    cues = _benchmark_script("cue_learnability")
+    # A cell carries the labels of every box its centre lies in (16-px cells: centres at 8, 24, ...).
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [5.0, 0.0, 30.0, 20.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    cells = cues.cell_targets([boxes], [labels], h=2, w=3)[0]  # (6, 3)
+    assert cells.tolist() == [[1, 1, 1], [0, 1, 1], [0, 0, 0], [0, 0, 0], [0, 0, 0], [0, 0, 0]]  # row-major
+
+    result = tmp_path / "cues.json"
+    root = demo_out / "data"
+    assert (
+        cues.main([str(root), "--model", "vit", "--steps", "2", "--evals", "1", "--json", str(result)]) == 0
+    )
+    report = json.loads(result.read_text())
+    assert [h["step"] for h in report["history"]] == [2]
+    assert len(report["val_per_class"]) == 13 and set(report["val_groups"]) == {
+        "pose",
+        "motion",
+        "object",
+        "interaction",
+    }
+    assert all(ap != ap or 0.0 <= ap <= 1.0 for ap in report["val_per_class"])  # NaN: no held-out positive
+    assert cues.main([str(tmp_path / "nothing"), "--model", "cnn"]) == 2
