@@ -44,8 +44,10 @@ from evad.config import load_config
 from evad.data.build import build_dataset
 from evad.data.collate import collate
 from evad.demo import packaged_config
-from evad.evaluation.tubes import average_precision
 from evad.models.factory import build_backbone, get_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script
+from actor_probe import per_class_ap
 
 CELL = 16  # token stride in pixels
 GROUPS = {"pose": (0, 3), "motion": (3, 9), "object": (9, 10), "interaction": (10, 13)}
@@ -135,14 +137,7 @@ def actor_ap(model: nn.Module, clips: Tensor, boxes: list[Tensor], labels: list[
                 per_actor = cell_logits[:, None, :].masked_fill(~mask[..., None], float("-inf"))
                 scores.append(per_actor.amax(dim=0))  # (h*w, A, K) -> (A, K)
     model.train()
-    scores_t, labels_t = torch.cat(scores), torch.cat(labels)
-    aps = np.full(labels_t.shape[1], np.nan)
-    for k in range(labels_t.shape[1]):
-        positives = int(labels_t[:, k].sum())
-        if positives:
-            order = torch.argsort(scores_t[:, k], descending=True)
-            aps[k] = average_precision(labels_t[order, k].numpy().astype(bool), positives)
-    return aps
+    return per_class_ap(torch.cat(scores), torch.cat(labels))
 
 
 def main(argv: list[str] | None = None) -> int:
