@@ -129,11 +129,8 @@ def actor_ap(model: nn.Module, clips: Tensor, boxes: list[Tensor], labels: list[
         for start in range(0, len(clips), 16):
             logits = model(norm(clips[start : start + 16]))  # (b, h*w, K)
             for i, cell_logits in enumerate(logits):
-                box = boxes[start + i]
-                inside = cells_inside(box, *clips.shape[-2:]) if False else None  # placeholder removed below
-                del inside
                 h, w = clips.shape[-2] // CELL, clips.shape[-1] // CELL
-                mask = cells_inside(box, h, w)  # (h*w, A)
+                mask = cells_inside(boxes[start + i], h, w)  # (h*w, A)
                 per_actor = cell_logits[:, None, :].masked_fill(~mask[..., None], float("-inf"))
                 scores.append(per_actor.amax(dim=0))  # (h*w, A, K) -> (A, K)
     model.train()
