@@ -125,11 +125,11 @@ def actor_ap(model: nn.Module, clips: Tensor, boxes: list[Tensor], labels: list[
     """Per-class actor-level AP: each person scored by the maximum over the cells inside its box."""
     model.eval()
     scores = []
+    h, w = clips.shape[-2] // CELL, clips.shape[-1] // CELL
     with torch.no_grad():
         for start in range(0, len(clips), 16):
             logits = model(norm(clips[start : start + 16]))  # (b, h*w, K)
             for i, cell_logits in enumerate(logits):
-                h, w = clips.shape[-2] // CELL, clips.shape[-1] // CELL
                 mask = cells_inside(boxes[start + i], h, w)  # (h*w, A)
                 per_actor = cell_logits[:, None, :].masked_fill(~mask[..., None], float("-inf"))
                 scores.append(per_actor.amax(dim=0))  # (h*w, A, K) -> (A, K)

@@ -79,15 +79,21 @@ def test_rerun_reuses_the_data_only_for_the_same_world(tmp_path: Path, capsys) -
     assert json.loads((out / "data" / "synth.json").read_text())["config"]["max_actors"] == 5
 
 
+def _benchmark_script(name: str):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys) -> None:
     # benchmarks/actor_probe.py (the README's diagnosis of the demo) on the demo's own checkpoint.
     import csv
-    import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "actor_probe.py"
-    spec = importlib.util.spec_from_file_location("actor_probe", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _benchmark_script("actor_probe")
     assert probe.main([str(demo_out / "train" / "best.pt")]) == 0
     out = capsys.readouterr().out.splitlines()
 
@@ -103,16 +109,6 @@ def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys
         "linear probe on geometry",
         "chance (share of positives)",
     ]
-
-
-def _benchmark_script(name: str):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cue_learnability_labels_cells_and_scores_every_person(demo_out: Path, tmp_path: Path) -> None:
