@@ -89,6 +89,44 @@ def _benchmark_script(name: str):
     return module
 
 
+def test_box_limits_scores_the_boxes_without_and_with_a_classifier(tmp_path: Path, capsys) -> None:
+    # benchmarks/box_limits.py (the README's diagnosis of the demo's boxes) on a hand-made keyframe.
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    labelmap = "".join(
+        f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in ((1, "stand"), (2, "wave"))
+    )
+    (ann / "labelmap.pbtxt").write_text(labelmap)
+    # Training boxes: 4, all standing, one waving -> class shares 1.0 and 0.25.
+    train = [f"t,{s},0.1,0.1,0.4,0.9,1,0" for s in range(4)] + ["t,0,0.1,0.1,0.4,0.9,2,0"]
+    (ann / "train.csv").write_text("\n".join(train) + "\n")
+    # Held out: P (stand, wave) and Q (stand) on one keyframe.
+    p, q = "0.1,0.1,0.4,0.9", "0.6,0.1,0.9,0.9"
+    (ann / "val.csv").write_text(f"v,2,{p},1,0\nv,2,{p},2,0\nv,2,{q},1,1\n")
+    # Detections: a box on P, a second box on P (IoU 0.8), a box on nobody; none on Q.
+    boxes = {p: (0.9, 0.8), "0.1,0.1,0.4,0.74": (0.5, 0.1), "0.45,0.0,0.55,0.1": (0.7, 0.9)}
+    rows = [
+        f"v,2,{b},{c},{score}" for b, (stand, wave) in boxes.items() for c, score in ((1, stand), (2, wave))
+    ]
+    (tmp_path / "det.csv").write_text("\n".join(rows) + "\n")
+
+    limits = _benchmark_script("box_limits")
+    out = tmp_path / "limits.json"
+    assert limits.main([str(tmp_path), str(tmp_path / "det.csv"), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    cover = result["coverage"]
+    assert (cover["boxes_per_keyframe"], cover["people_per_keyframe"], cover["people_found"]) == (3, 2, 0.5)
+    assert cover["boxes_on_nobody"] == cover["extra_boxes_on_a_found_person"] == pytest.approx(1 / 3)
+    assert cover["median_best_iou"] == 0.5  # P 1.0, Q 0.0
+    assert cover["median_width_error"] == cover["median_height_error"] == 0.0  # only P is overlapped
+    assert cover["median_person_width"] == pytest.approx(0.3)
+    # stand: P first, then the stray box and the duplicate -> AP 0.5; wave: the stray box first -> 0.5.
+    assert result["detections"]["per_class"] == {"stand": 0.5, "wave": 0.5}
+    shares = result["class_shares_on_true_boxes"]["per_class"]
+    assert shares["stand"] == 1.0 and 0.5 < shares["wave"] < 1.0  # P or Q first, at random
+    assert "class shares on true boxes" in capsys.readouterr().out
+
+
 def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys) -> None:
     # benchmarks/actor_probe.py (the README's diagnosis of the demo) on the demo's own checkpoint.
     import csv
