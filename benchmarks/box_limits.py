@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from evad.errors import UserError
 from evad.evaluation.ava import (
     AvaTable,
     evaluate_ava,
@@ -62,9 +63,10 @@ def class_shares(table: AvaTable, classes: list[int]) -> dict[int, float]:
     return {c: float(np.sum(table.labels == c)) / max(num_boxes, 1) for c in classes}
 
 
-def coverage(groundtruth: AvaTable, detections: AvaTable) -> dict[str, float]:
+def coverage(groundtruth: AvaTable, detections: AvaTable, excluded: set = frozenset()) -> dict[str, float]:
     """How the detections' boxes cover the ground-truth people (see the module docstring)."""
-    people, kept = unique_boxes(groundtruth), unique_boxes(detections)
+    people = {key: boxes for key, boxes in unique_boxes(groundtruth).items() if key not in excluded}
+    kept = unique_boxes(detections)
     num_people = num_boxes = found = extra = stray = 0
     best_iou, width_err, height_err = [], [], []
     for key, truth in people.items():
@@ -133,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     ann = args.data / "annotations"
-    names = read_labelmap(ann / "labelmap.pbtxt")
-    exclusions_file = ann / "val_excluded_timestamps.csv"
-    excluded = read_exclusions(exclusions_file) if exclusions_file.exists() else set()
-    truth, detections = read_groundtruth(ann / "val.csv"), read_detections(args.detections)
-    share = class_shares(read_groundtruth(ann / "train.csv"), list(names))
+    try:
+        names = read_labelmap(ann / "labelmap.pbtxt")
+        exclusions_file = ann / "val_excluded_timestamps.csv"
+        excluded = read_exclusions(exclusions_file) if exclusions_file.exists() else set()
+        truth, detections = read_groundtruth(ann / "val.csv"), read_detections(args.detections)
+        share = class_shares(read_groundtruth(ann / "train.csv"), list(names))
+    except UserError as error:
+        print(f"box_limits: error: {error}", file=sys.stderr)
+        return 2
 
     def frame_map(*tables: AvaTable) -> dict:
         """frame-mAP and per-class AP, averaged over the tables."""
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     on_truth = on_groundtruth_boxes(truth, list(names))
 
     results = {
-        "coverage": coverage(truth, detections),
+        "coverage": coverage(truth, detections, excluded),
         "detections": frame_map(detections),
         "class_shares_on_detected_boxes": frame_map(*(prior_scores(detections, share, s) for s in seeds)),
         "class_shares_on_true_boxes": frame_map(*(prior_scores(on_truth, share, s) for s in seeds)),

@@ -126,6 +126,9 @@ def test_box_limits_scores_the_boxes_without_and_with_a_classifier(tmp_path: Pat
     assert shares["stand"] == 1.0 and 0.5 < shares["wave"] < 1.0  # P or Q first, at random
     assert "class shares on true boxes" in capsys.readouterr().out
 
+    assert limits.main([str(tmp_path), str(tmp_path / "nope.csv")]) == 2
+    assert f"cannot read {tmp_path / 'nope.csv'}" in capsys.readouterr().err
+
 
 def test_actor_probe_classifies_every_ground_truth_person(demo_out: Path, capsys) -> None:
     # benchmarks/actor_probe.py (the README's diagnosis of the demo) on the demo's own checkpoint.
