@@ -39,6 +39,7 @@ import torch
 
 from evad.errors import UserError
 from evad.evaluation.ava import (
+    IOU_THRESHOLD,
     AvaTable,
     evaluate_ava,
     read_detections,
@@ -77,7 +78,7 @@ def coverage(groundtruth: AvaTable, detections: AvaTable, excluded: set = frozen
             best_iou += [0.0] * len(truth)
             continue
         iou = box_iou(torch.as_tensor(boxes), torch.as_tensor(truth))[0].numpy()  # (boxes, people)
-        hits = iou >= 0.5
+        hits = iou >= IOU_THRESHOLD  # 0.5
         found += int(hits.any(0).sum())
         extra += int(np.clip(hits.sum(0) - 1, 0, None).sum())
         stray += int((~hits.any(1)).sum())
