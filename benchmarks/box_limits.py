@@ -28,7 +28,6 @@ DATA is an AVA-format root with `annotations/train.csv`, `annotations/val.csv`,
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import warnings
@@ -47,27 +46,14 @@ from evad.evaluation.ava import (
     read_groundtruth,
     read_labelmap,
 )
+from evad.evaluation.baselines import class_share_map, class_shares, distinct_boxes
 from evad.ops.boxes import box_iou
-
-
-def unique_boxes(table: AvaTable) -> dict:
-    """Keyframe key -> its distinct boxes (n, 4); a table has one row per (box, class)."""
-    out: dict = {}
-    for k, box in zip(table.row_key.tolist(), np.round(table.boxes, 5), strict=True):
-        out.setdefault(table.keys[k], set()).add(tuple(box.tolist()))
-    return {key: np.array(sorted(boxes)) for key, boxes in out.items()}
-
-
-def class_shares(table: AvaTable, classes: list[int]) -> dict[int, float]:
-    """Class id -> the share of the table's distinct boxes that carry it."""
-    num_boxes = sum(len(boxes) for boxes in unique_boxes(table).values())
-    return {c: float(np.sum(table.labels == c)) / max(num_boxes, 1) for c in classes}
 
 
 def coverage(groundtruth: AvaTable, detections: AvaTable, excluded: set = frozenset()) -> dict[str, float]:
     """How the detections' boxes cover the ground-truth people (see the module docstring)."""
-    people = {key: boxes for key, boxes in unique_boxes(groundtruth).items() if key not in excluded}
-    kept = unique_boxes(detections)
+    people = {key: boxes for key, boxes in distinct_boxes(groundtruth).items() if key not in excluded}
+    kept = distinct_boxes(detections)
     num_people = num_boxes = found = extra = stray = 0
     best_iou, width_err, height_err = [], [], []
     for key, truth in people.items():
@@ -102,18 +88,11 @@ def coverage(groundtruth: AvaTable, detections: AvaTable, excluded: set = frozen
     }
 
 
-def prior_scores(table: AvaTable, share: dict[int, float], seed: int = 0) -> AvaTable:
-    """`table` with each row's score replaced by its class's share (ties broken at random)."""
-    noise = np.random.default_rng(seed).uniform(0, 1e-6, len(table))
-    scores = np.array([share.get(int(c), 0.0) for c in table.labels]) + noise
-    return dataclasses.replace(table, scores=scores)
-
-
 def on_groundtruth_boxes(groundtruth: AvaTable, classes: list[int]) -> AvaTable:
     """One detection row per (distinct ground-truth box, class), scored 0 (set the scores later)."""
     index = {key: i for i, key in enumerate(groundtruth.keys)}
     keys, boxes = [], []
-    for key, kf_boxes in unique_boxes(groundtruth).items():
+    for key, kf_boxes in distinct_boxes(groundtruth).items():
         keys += [index[key]] * len(kf_boxes)
         boxes.append(kf_boxes)
     boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
@@ -146,23 +125,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"box_limits: error: {error}", file=sys.stderr)
         return 2
 
-    def frame_map(*tables: AvaTable) -> dict:
-        """frame-mAP and per-class AP, averaged over the tables."""
+    def frame_map(table: AvaTable) -> dict:
+        """frame-mAP and per-class AP by class name."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # rows of other classes: the official scorer skips them too
-            results = [evaluate_ava(truth, table, names, excluded) for table in tables]
-        classes = results[0].per_class
-        per_class = {names[c]: float(np.mean([r.per_class[c] for r in results])) for c in classes}
-        return {"frame_mAP": float(np.mean([r.mean_ap for r in results])), "per_class": per_class}
+            result = evaluate_ava(truth, table, names, excluded)
+        return {
+            "frame_mAP": result.mean_ap,
+            "per_class": {names[c]: ap for c, ap in result.per_class.items()},
+        }
 
-    seeds = range(20)
-    on_truth = on_groundtruth_boxes(truth, list(names))
+    def with_class_shares(table: AvaTable) -> dict:
+        """The same, with class shares as scores, averaged over 20 random tie orders."""
+        mean_ap, per_class = class_share_map(truth, table, names, share, excluded, seeds=20)
+        return {"frame_mAP": mean_ap, "per_class": {names[c]: ap for c, ap in per_class.items()}}
 
     results = {
         "coverage": coverage(truth, detections, excluded),
         "detections": frame_map(detections),
-        "class_shares_on_detected_boxes": frame_map(*(prior_scores(detections, share, s) for s in seeds)),
-        "class_shares_on_true_boxes": frame_map(*(prior_scores(on_truth, share, s) for s in seeds)),
+        "class_shares_on_detected_boxes": with_class_shares(detections),
+        "class_shares_on_true_boxes": with_class_shares(on_groundtruth_boxes(truth, list(names))),
     }
     print("boxes and people (held out)")
     for name, value in results["coverage"].items():

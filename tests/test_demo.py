@@ -29,6 +29,8 @@ def test_demo_writes_the_report_and_every_artefact(demo_out: Path) -> None:
     assert set(report["group_mAP"]) <= {"pose", "motion", "object", "interaction"}
     assert report["train_minutes"] > 0 and report["steps"] >= 1
     assert report["tokens_per_stage"][0] > report["tokens_per_stage"][-1]  # pruning happened
+    # The reference points beside the frame-mAP (evad.evaluation.baselines).
+    assert 0.0 <= report["person_AP"] <= 1.0 and 0.0 <= report["class_share_mAP"] <= 1.0
     for name in ("detect/annotated.mp4", "detect/detections.json", "detect/detections.csv", "tokens.png"):
         assert (demo_out / name).stat().st_size > 0, name
     assert (demo_out / "train" / "eval" / "metrics.json").is_file()
@@ -36,6 +38,7 @@ def test_demo_writes_the_report_and_every_artefact(demo_out: Path) -> None:
     # Self-contained: the clip and the pictures are inline, nothing is linked from disk.
     assert "data:video/mp4;base64," in html and html.count("data:image/png;base64,") >= 2
     assert "<svg" in html  # the loss curve
+    assert "person AP@0.5" in html and "class shares as action scores" in html
     assert 'src="' not in html.replace('src="data:', "")
 
 

@@ -77,6 +77,7 @@ def test_ava_files_rescore_to_the_same_numbers(results, tmp_path):
     stored = json.loads((tmp_path / "metrics.json").read_text())
     assert stored["mAP"] == report["mAP"] == summary["frame_mAP"]
     assert set(stored["per_class"]) == {"1", "2", "3"} and "files" in stored
+    assert 0.0 <= stored["person_AP"] == summary["person_AP"] <= 1.0
 
 
 def test_ava_perfect_detections_score_one(tmp_path):
@@ -84,6 +85,21 @@ def test_ava_perfect_detections_score_one(tmp_path):
     summary, _ = score_detections(oracle(dataset), dataset, None)
     assert summary["frame_mAP"] == pytest.approx(1.0)
     assert summary["mAP_person_movement"] == pytest.approx(1.0)
+    assert summary["person_AP"] == pytest.approx(1.0)
+
+
+def test_ava_person_ap_scores_the_boxes_alone(tmp_path):
+    # The true boxes with wrong action scores still find every person; boxes on nobody find no one.
+    dataset = TinyDataset(6, flip=False, root=tmp_path / "gt")
+    items = oracle(dataset)
+    for item in items:
+        item.action_scores = 1.0 - item.action_scores
+    summary, _ = score_detections(items, dataset, None)
+    assert summary["person_AP"] == pytest.approx(1.0) and summary["frame_mAP"] < 1.0
+    for item in items:
+        item.boxes_normalized = item.boxes_normalized * 0.1  # shrunk into the top-left corner
+    summary, _ = score_detections(items, dataset, None)
+    assert summary["person_AP"] == 0.0
 
 
 def test_ava_class_subset_is_scored_on_its_classes(tmp_path):

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"frame-mAP@0.5 on held-out videos: {report['frame_mAP']:.3f}")
     for kind, ap in report["group_mAP"].items():
         print(f"  {kind:12s} classes: {ap:.3f}")
+    print(f"person AP@0.5 of the kept boxes: {report['person_AP']:.3f}")
+    print(f"frame-mAP with class shares as action scores (learned nothing): {report['class_share_mAP']:.3f}")
     minutes, total = report["train_minutes"], report["total_minutes"]
     print(f"training: {minutes:.1f} min, {report['steps']} steps; whole demo {total:.1f} min")
     print(f"report: {settings.out / 'report.html'} (and report.json)")

@@ -5,9 +5,11 @@ normalised, person and action scores); `evaluate` gathers them on rank 0 and sco
 
 - AVA-format datasets (with `groundtruth_csv`, `labelmap_path`, `exclusions_csv`): frame-mAP of
   `evaluation.ava.AvaEvaluator` over the label map's classes that the dataset trains
-  (`dataset.class_ids`), with the three group means. Files: ``detections.csv`` in the
-  `evad evaluate ava` layout (video, second, normalised x1 y1 x2 y2, action id, score) and
-  ``metrics.json`` as `evad evaluate ava --json` writes it.
+  (`dataset.class_ids`), with the three group means, and `person_AP`, the AP@0.5 of the kept
+  boxes ranked by person score (`evaluation.baselines.person_ap`: how well the boxes alone find
+  people). Files: ``detections.csv`` in the `evad evaluate ava` layout (video, second, normalised
+  x1 y1 x2 y2, action id, score) and ``metrics.json`` as `evad evaluate ava --json` writes it,
+  plus `person_AP` (the CSV has no person scores).
 - Tube datasets (UCF101-24 / JHMDB, with `groundtruth`): frame-mAP and video-mAP of
   `evaluation.tubes.evaluate_tubes`. Files: ``detections.csv`` in the `evad evaluate tubes`
   layout (video, frame, x1 y1 x2 y2 in original pixels, 0-based label = class id - 1, score) and
@@ -169,7 +171,15 @@ def evaluate_ava_detections(
     results: Sequence[KeyframeDetections], dataset: Any, out_dir: Path | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Frame-mAP of AVA detections; returns (summary for logs, full report for metrics.json)."""
-    from evad.evaluation.ava import AvaEvaluator, read_labelmap, write_detections_csv
+    from evad.evaluation.ava import (
+        AvaEvaluator,
+        keyframe_key,
+        read_exclusions,
+        read_groundtruth,
+        read_labelmap,
+        write_detections_csv,
+    )
+    from evad.evaluation.baselines import person_ap, person_detections
 
     names = read_labelmap(getattr(dataset, "eval_labelmap_path", dataset.labelmap_path))
     # Score the trained classes that the evaluation label map lists (AVA: 60 of the 80 outputs).
@@ -178,14 +188,23 @@ def evaluate_ava_detections(
     scored = {cid: names[cid] for cid in class_ids}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        evaluator = AvaEvaluator(dataset.groundtruth_csv, scored, dataset.exclusions_csv, class_ids=class_ids)
+        groundtruth = read_groundtruth(dataset.groundtruth_csv)
+        excluded = read_exclusions(dataset.exclusions_csv) if dataset.exclusions_csv is not None else set()
+        evaluator = AvaEvaluator(groundtruth, scored, excluded, class_ids=class_ids)
         for item in results:
             scores = item.action_scores[:, columns]
             evaluator.process([item.video], [item.timestamp], [item.boxes_normalized], [scores])
         result = evaluator.evaluate()
+        people = person_detections(
+            [keyframe_key(item.video, item.timestamp) for item in results],
+            [item.boxes_normalized for item in results],
+            [item.person_scores for item in results],
+        )
+        person = person_ap(groundtruth, people, excluded)
     for message in dict.fromkeys(str(w.message) for w in caught):
         logger.warning("evaluation: %s", message)
     report = result.to_dict()
+    report["person_AP"] = person
     report["files"] = {
         "groundtruth": str(dataset.groundtruth_csv),
         "detections": str(out_dir / DETECTIONS_CSV) if out_dir is not None else None,
@@ -196,7 +215,11 @@ def evaluate_ava_detections(
         write_atomically(
             out_dir / DETECTIONS_CSV, lambda tmp: write_detections_csv(tmp, evaluator.detections())
         )
-    summary = {"frame_mAP": result.mean_ap, **{f"mAP_{k}": v for k, v in result.groups.items()}}
+    summary = {
+        "frame_mAP": result.mean_ap,
+        **{f"mAP_{k}": v for k, v in result.groups.items()},
+        "person_AP": person,
+    }
     return summary, report
 
 
