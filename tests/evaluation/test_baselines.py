@@ -54,7 +54,9 @@ def test_person_ap_ranks_the_kept_boxes_by_person_score():
 
 def test_person_ap_skips_excluded_keyframes():
     truth = table([(0, P, 1, 1.0), (1, Q, 1, 1.0)], keys=(KEY, OTHER))
-    people = person_detections([KEY, OTHER], [np.array([P]), np.array([NOBODY])], [np.ones(1), np.full(1, 0.5)])
+    # P found (score 1) on the first keyframe, a box on nobody (0.5) on the second, where Q is.
+    scores = [np.ones(1), np.full(1, 0.5)]
+    people = person_detections([KEY, OTHER], [np.array([P]), np.array([NOBODY])], scores)
     assert person_ap(truth, people) == pytest.approx(0.5)
     assert person_ap(truth, people, exclusions={OTHER}) == pytest.approx(1.0)
 
