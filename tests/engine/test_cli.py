@@ -55,9 +55,10 @@ def test_train_then_eval(tmp_path, config_file, tiny_data, capsys):
 
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "frame-mAP @ IoU 0.5" in out and "keep rate 0.7" in out
+    assert "frame-mAP @ IoU 0.5" in out and "keep rate 0.7" in out and "person_AP" in out
     metrics = json.loads((run / "eval-best" / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0 and (run / "eval-best" / "detections.csv").exists()
+    assert 0.0 <= metrics["person_AP"] <= 1.0
 
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"frame-mAP @ IoU 0.5: {100 * summary['frame_mAP']:6.2f} %   (keep rate {summary['keep_rate']:g})")
     for key, value in summary.items():
-        if key.startswith(("mAP_", "video_mAP")):
+        if key.startswith(("mAP_", "video_mAP", "person_AP")):
             shown = "   n/a" if value is None else f"{100 * value:6.2f}"
             print(f"  {key:<28} {shown} %")
     print(f"wrote {summary['out_dir']}/detections.csv and metrics.json")
