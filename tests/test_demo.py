@@ -31,6 +31,7 @@ def test_demo_writes_the_report_and_every_artefact(demo_out: Path) -> None:
     assert report["tokens_per_stage"][0] > report["tokens_per_stage"][-1]  # pruning happened
     # The reference points beside the frame-mAP (evad.evaluation.baselines).
     assert 0.0 <= report["person_AP"] <= 1.0 and 0.0 <= report["class_share_mAP"] <= 1.0
+    assert set(report["class_share_per_class"]) == set(report["per_class"])  # drawn beside them
     for name in ("detect/annotated.mp4", "detect/detections.json", "detect/detections.csv", "tokens.png"):
         assert (demo_out / name).stat().st_size > 0, name
     assert (demo_out / "train" / "eval" / "metrics.json").is_file()

@@ -1079,6 +1079,7 @@ def plot_per_class_ap(
     result: AvaResult | Mapping[str, Any],
     compare: AvaResult | Mapping[str, Any] | None = None,
     labels: tuple[str, str] = ("result", "baseline"),
+    title: str = "AVA per-class AP @ IoU 0.5",
 ) -> None:
     """Bar chart of per-class AP, like the EVAD supplementary's Fig. 1, written as PNG.
 
@@ -1091,6 +1092,7 @@ def plot_per_class_ap(
         result: An :class:`AvaResult` or its :meth:`AvaResult.to_dict` form (e.g. a loaded JSON).
         compare: A second result, drawn as the baseline.
         labels: Legend names of ``result`` and ``compare``.
+        title: The chart's title.
     """
     from matplotlib.figure import Figure  # lazily: an optional dependency
 
@@ -1119,6 +1121,6 @@ def plot_per_class_ap(
         tick.set_color(colour)
     axes.set_xlim(-0.6, len(ids) - 0.4)
     axes.set_ylabel("AP (%)")
-    axes.set_title("AVA per-class AP @ IoU 0.5")
+    axes.set_title(title)
     axes.legend(loc="upper right")
     figure.savefig(path, format="png", dpi=150)
