@@ -42,10 +42,12 @@ def hf_config(**kwargs):
 
 
 def randomised(model):
+    """Every parameter random, except a key bias: VideoMAE has none, and some transformers releases
+    (5.17) give the key Linear a bias parameter that real checkpoints leave at zero."""
     torch.manual_seed(0)
     with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn_like(p) * 0.2)
+        for name, p in model.named_parameters():
+            p.copy_(torch.zeros_like(p) if name.endswith("key.bias") else torch.randn_like(p) * 0.2)
     return model.eval()
 
 
