@@ -15,6 +15,7 @@ import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
+from evad.layers.attention import scoring_method
 from evad.ops.roi_align import pure_pytorch_method
 
 
@@ -64,9 +65,10 @@ def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | 
     model.eval()
     try:
         # RoIAlign by gathering: its arithmetic is elementwise and so uncounted, as in fvcore (the
-        # matmul method computes the same values with counted matrix products).
+        # matmul method computes the same values with counted matrix products). Pruning layers score
+        # by explicit attention rows on every device, so that the count does not depend on it.
         counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
-        with pure_pytorch_method("gather"), counter:
+        with pure_pytorch_method("gather"), scoring_method("blockwise"), counter:
             out = model(clip, keep_rate=keep_rate)
     finally:
         model.train(was_training)
