@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from evad.layers.block import Block, LayerNorm
 from evad.layers.mlp import drop_path_rates
-from evad.layers.pos_embed import resize_spatial, sinusoid_table
+from evad.layers.pos_embed import ResizedTables, sinusoid_table
 from evad.layers.token_pruning import (
     PRUNING_STRATEGIES,
     check_keep_rate,
@@ -130,6 +130,7 @@ class VideoViT(nn.Module):
         self.table_grid = (num_frames // tubelet_size, grid, grid)
         table = sinusoid_table(self.table_grid[0] * grid * grid, embed_dim)
         self.register_buffer("pos_table", table, persistent=False)
+        self._resized_tables = ResizedTables()
         if pruning == "cls":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -176,7 +177,7 @@ class VideoViT(nn.Module):
         _, gh, gw = self.table_grid
         if self.official_pos_resize and h * w == gh * gw:
             return self.pos_table  # the official quirk: same token count, table used as laid out
-        return resize_spatial(self.pos_table, self.table_grid, (h, w))
+        return self._resized_tables.get(self.pos_table, self.table_grid, (h, w))
 
     def forward(self, clips: Tensor, keep_rate: float | None = None) -> BackboneOutput:
         """Encode clips (B, 3, T, H, W), pruning tokens at `keep_rate` (default: the model's)."""

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from evad.layers.block import Block
 from evad.layers.mlp import drop_path_rates
-from evad.layers.pos_embed import resize_spatial, sinusoid_table
+from evad.layers.pos_embed import ResizedTables, sinusoid_table
 from evad.layers.token_pruning import official_token_order
 from evad.ops.roi_align import roi_align_per_image
 
@@ -185,6 +185,7 @@ class ContextRefinementHead(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         t, h, w = table_grid
         self.register_buffer("pos_table", sinusoid_table(t * h * w, decoder_dim), persistent=False)
+        self._resized_tables = ResizedTables()
         self.blocks = nn.ModuleList(
             DecoderBlock(
                 decoder_dim,
@@ -243,7 +244,7 @@ class ContextRefinementHead(nn.Module):
             indices = official_token_order(indices, h * w)
         x = self.encoder_to_decoder(tokens)  # (B, M, Cd)
         Cd = x.shape[-1]
-        pos = resize_spatial(self.pos_table, self.table_grid, (h, w)).to(x.dtype)  # (t*h*w, Cd)
+        pos = self._resized_tables.get(self.pos_table, self.table_grid, (h, w)).to(x.dtype)  # (t*h*w, Cd)
         dense = scatter_tokens(x, indices, grid, fill=self.mask_token)
         dense = dense + pos.t().reshape(1, Cd, t, h, w)  # (t*h*w, Cd) -> (1, Cd, t, h, w)
 
