@@ -114,3 +114,19 @@ def test_cuda_scores_and_output_equal_the_blockwise_road(amp, grad):
     torch.testing.assert_close(out.float(), plain_out.float(), **tolerance)
     torch.testing.assert_close(scores, ref_scores.float(), **tolerance)
     assert not scores.requires_grad
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_a_trace_takes_the_blockwise_road_on_any_device():
+    """Export traces must not record the private fused kernels the CUDA road calls."""
+    attention = importlib.import_module("evad.layers.attention")
+    seen = []
+
+    def double(x):
+        seen.append(attention._transposed_scoring(torch.device("cuda")))
+        return 2 * x
+
+    torch.jit.trace(double, torch.ones(1), check_trace=False)  # one call, traced
+    assert seen == [False]
+    assert attention._transposed_scoring(torch.device("cuda"))
+    assert not attention._transposed_scoring(torch.device("cpu"))

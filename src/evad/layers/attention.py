@@ -48,8 +48,12 @@ def scoring_method(method: str) -> Iterator[None]:
 
 
 def _transposed_scoring(device: torch.device) -> bool:
+    """Whether pruning layers on `device` take the fused road: on CUDA unless forced otherwise, and
+    never in a trace (export), whose graph must not hold PyTorch's private attention kernels."""
     forced = _FORCED_SCORING.get()
-    return device.type == "cuda" if forced is None else forced == "transposed"
+    if forced is not None:
+        return forced == "transposed"
+    return device.type == "cuda" and not torch.jit.is_tracing()
 
 
 class Attention(nn.Module):
