@@ -32,3 +32,16 @@ def test_a_table_cached_under_inference_mode_serves_training():
     x = torch.randn(16, 4, requires_grad=True)
     (x * cache.get(table, (1, 3, 3), (4, 4))).sum().backward()  # saved for backward: must not fail
     torch.testing.assert_close(x.grad, resize_spatial(table, (1, 3, 3), (4, 4)))
+
+
+def test_the_cache_keeps_only_the_most_recently_used_sizes():
+    table = sinusoid_table(1 * 3 * 3, 4)
+    cache = ResizedTables(max_entries=2)
+    first = cache.get(table, (1, 3, 3), (4, 4))
+    second = cache.get(table, (1, 3, 3), (5, 5))
+    assert cache.get(table, (1, 3, 3), (4, 4)) is first  # now the most recent
+    cache.get(table, (1, 3, 3), (6, 6))  # evicts (5, 5), the least recently used
+    assert cache.get(table, (1, 3, 3), (4, 4)) is first
+    again = cache.get(table, (1, 3, 3), (5, 5))
+    assert again is not second
+    torch.testing.assert_close(again, second, rtol=0, atol=0)

@@ -44,18 +44,22 @@ class ResizedTables:
     61 ms ViT-B forward pass at 288 px, batch 8, on an H100). A resized table is keyed by the table's
     version counter as well, so an in-place change of the table is never served stale. Entries are
     made outside inference mode and without gradient, so a table cached during evaluation can be
-    used by a later training step.
+    used by a later training step. At most `max_entries` sizes are kept (the least recently used
+    goes first), so a detector fed videos of many shapes does not keep a table for each.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
         self._tables: dict[tuple, Tensor] = {}
 
     def get(self, table: Tensor, grid: tuple[int, int, int], size: tuple[int, int]) -> Tensor:
         """`resize_spatial(table, grid, size)`, from the cache when it was computed before."""
         key = (tuple(size), table.device, table.dtype, table._version, tuple(grid))
-        resized = self._tables.get(key)
+        resized = self._tables.pop(key, None)
         if resized is None:
             with torch.inference_mode(False), torch.no_grad():
                 resized = resize_spatial(table, grid, size).contiguous()
-            self._tables[key] = resized
+            if len(self._tables) >= self.max_entries:
+                del self._tables[next(iter(self._tables))]  # the least recently used
+        self._tables[key] = resized  # (re)inserted last: the most recently used
         return resized
