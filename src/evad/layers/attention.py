@@ -18,39 +18,32 @@ Parameter layout follows VideoMAE: one `qkv` projection without bias plus separa
 from __future__ import annotations
 
 import contextlib
-import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from evad.layers.token_pruning import column_scores
+from evad.switches import MethodSwitch
 
 # Elements of the attention rows computed at once when scoring (64 MiB in float32).
 _SCORE_BLOCK = 2**24
-_FORCED_SCORING: contextvars.ContextVar[str | None] = contextvars.ContextVar("scoring", default=None)
+_SCORING = MethodSwitch("attention_scoring", ("blockwise", "transposed"))
 
 
-@contextlib.contextmanager
-def scoring_method(method: str) -> Iterator[None]:
+def scoring_method(method: str) -> contextlib.AbstractContextManager[None]:
     """Make pruning layers score tokens by "blockwise" explicit attention rows or by "transposed"
     fused attention (`transposed_attention_scores`) inside the block, whatever the device (default:
     transposed on CUDA, blockwise elsewhere). Both give the same scores to float rounding; FLOP
     counting pins "blockwise" so that the count does not depend on the device, and tests use both."""
-    if method not in ("blockwise", "transposed"):
-        raise ValueError(f"method must be 'blockwise' or 'transposed', got {method!r}")
-    token = _FORCED_SCORING.set(method)
-    try:
-        yield
-    finally:
-        _FORCED_SCORING.reset(token)
+    return _SCORING.force(method)
 
 
 def _transposed_scoring(device: torch.device) -> bool:
     """Whether pruning layers on `device` take the fused road: on CUDA unless forced otherwise, and
     never in a trace (export), whose graph must not hold PyTorch's private attention kernels."""
-    forced = _FORCED_SCORING.get()
+    forced = _SCORING.get()
     if forced is not None:
         return forced == "transposed"
     return device.type == "cuda" and not torch.jit.is_tracing()

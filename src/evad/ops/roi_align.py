@@ -30,33 +30,27 @@ and ViT-B 224's shapes, 4.5 s -> 0.76 s for the 3-D actor pooling at ViT-B batch
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from evad.switches import MethodSwitch
+
 # Most feature values gathered at once, per sample (64 MiB in float32); more RoIs are split.
 _MAX_GATHERED = 2**24
 # Cost of one scattered row read relative to one dense multiply-add (see `_prefer_matmul`).
 _GATHER_TO_FLOP = 100.0
-_FORCED_METHOD: contextvars.ContextVar[str | None] = contextvars.ContextVar("roi_align_method", default=None)
+_METHOD = MethodSwitch("roi_align_method", ("gather", "matmul"))
 
 
-@contextlib.contextmanager
-def pure_pytorch_method(method: str) -> Iterator[None]:
+def pure_pytorch_method(method: str) -> contextlib.AbstractContextManager[None]:
     """Make the pure-PyTorch `roi_align` pool by "gather" or "matmul" inside the block (both give
     the same values). FLOP counting uses "gather", whose arithmetic is elementwise and so not counted,
     as in fvcore's convention; tests use both."""
-    if method not in ("gather", "matmul"):
-        raise ValueError(f"method must be 'gather' or 'matmul', got {method!r}")
-    token = _FORCED_METHOD.set(method)
-    try:
-        yield
-    finally:
-        _FORCED_METHOD.reset(token)
+    return _METHOD.force(method)
 
 
 @functools.cache
@@ -252,7 +246,7 @@ def _prefer_matmul(
     flops per read) the matmul was still 2x faster, so a read counts as `_GATHER_TO_FLOP` flops:
     every map the models pool takes the matmul, a very large map with few samples the gather.
     """
-    forced = _FORCED_METHOD.get()
+    forced = _METHOD.get()
     if forced is not None:
         return forced == "matmul"
     if device.type != "cpu":

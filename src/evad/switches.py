@@ -1,0 +1,40 @@
+"""Context-local switches between interchangeable implementations (same values, different cost).
+
+Several ops have two roads that compute the same result, one chosen by default per device; FLOP
+counting, export and tests pin one of them for a block of code. `MethodSwitch` is that pin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+
+
+class MethodSwitch:
+    """A named choice among `methods`, unset (None: the caller's default) unless forced in a block.
+
+    Args:
+        name: Name of the switch (for the context variable and error messages).
+        methods: The allowed method names.
+    """
+
+    def __init__(self, name: str, methods: Sequence[str]) -> None:
+        self.methods = tuple(methods)
+        self._forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(name, default=None)
+
+    def get(self) -> str | None:
+        """The method forced in the current context, or None."""
+        return self._forced.get()
+
+    @contextlib.contextmanager
+    def force(self, method: str) -> Iterator[None]:
+        """Use `method` inside the block (ValueError for a name not in `methods`)."""
+        if method not in self.methods:
+            allowed = " or ".join(repr(m) for m in self.methods)
+            raise ValueError(f"method must be {allowed}, got {method!r}")
+        token = self._forced.set(method)
+        try:
+            yield
+        finally:
+            self._forced.reset(token)
