@@ -25,12 +25,12 @@ def _pair(seed=0):
 
 
 @pytest.mark.parametrize("block", [2**24, 40])  # one block of rows, or several (8 rows each)
-def test_inference_scores_and_output_equal_the_explicit_map(monkeypatch, block):
+def test_blockwise_inference_scores_and_output_equal_the_explicit_map(monkeypatch, block):
     monkeypatch.setattr(importlib.import_module("evad.layers.attention"), "_SCORE_BLOCK", block)
     fused, explicit = _pair()
     x = torch.randn(1, 20, 32)
     weights = importance_row_weights(20, 6, keyframe_weight=4.0)
-    with torch.no_grad():
+    with torch.no_grad(), scoring_method("blockwise"):
         out, scores = fused.forward_with_scores(x, weights)
         ref_out, attn = explicit(x, return_attention=True)
     torch.testing.assert_close(out, ref_out, rtol=1e-5, atol=1e-6)
@@ -39,12 +39,13 @@ def test_inference_scores_and_output_equal_the_explicit_map(monkeypatch, block):
     torch.testing.assert_close(explicit_scores, column_scores(attn, weights))
 
 
-def test_training_road_gives_the_explicit_gradients():
+def test_blockwise_training_road_gives_the_explicit_gradients():
     fused, explicit = _pair(1)
     fused, explicit = fused.double(), explicit.double()
     x = torch.randn(2, 15, 32, dtype=torch.float64, requires_grad=True)
     weights = importance_row_weights(15, 5)
-    out, scores = fused.forward_with_scores(x, weights)
+    with scoring_method("blockwise"):
+        out, scores = fused.forward_with_scores(x, weights)
     assert not scores.requires_grad  # token selection takes no gradient
     (grad_fused,) = torch.autograd.grad(out.square().sum(), x)
     ref_out, attn = explicit(x, return_attention=True)
@@ -74,7 +75,7 @@ def test_transposed_fused_scores_equal_the_explicit_map(dtype, spread):
 
 @pytest.mark.parametrize("grad", [False, True])
 def test_transposed_road_equals_the_explicit_map(grad):
-    """`forward_with_scores` as it runs on CUDA, here with the CPU's fused kernel."""
+    """`forward_with_scores` as it runs on the CPU by default (CUDA's road, with the CPU's kernel)."""
     fused, explicit = _pair(2)
     fused, explicit = fused.double(), explicit.double()
     x = torch.randn(2, 40, 32, dtype=torch.float64, requires_grad=grad)
@@ -89,6 +90,20 @@ def test_transposed_road_equals_the_explicit_map(grad):
         (grad_fused,) = torch.autograd.grad(out.square().sum(), x)
         (grad_ref,) = torch.autograd.grad(ref_out.square().sum(), x)
         torch.testing.assert_close(grad_fused, grad_ref)
+
+
+def test_transposed_scores_ignore_attention_dropout():
+    """With attention dropout in training the output takes its own kernel; the scores stay exact."""
+    fused, explicit = _pair(3)
+    fused.attn_drop.p = 0.5
+    x = torch.randn(2, 24, 32, requires_grad=True)
+    weights = importance_row_weights(24, 6, keyframe_weight=4.0)
+    with scoring_method("transposed"):
+        out, scores = fused.train().forward_with_scores(x, weights)
+    _, attn = explicit.eval()(x, return_attention=True)
+    torch.testing.assert_close(scores, column_scores(attn.detach(), weights), rtol=1e-5, atol=1e-7)
+    ref_out, _ = fused.eval().forward_with_scores(x, weights)
+    assert not torch.allclose(out, ref_out)  # the dropout did act on the output
 
 
 def test_scoring_method_rejects_unknown_names():
@@ -129,4 +144,5 @@ def test_a_trace_takes_the_blockwise_road_on_any_device():
     torch.jit.trace(double, torch.ones(1), check_trace=False)  # one call, traced
     assert seen == [False]
     assert attention._transposed_scoring(torch.device("cuda"))
-    assert not attention._transposed_scoring(torch.device("cpu"))
+    assert attention._transposed_scoring(torch.device("cpu"))
+    assert not attention._transposed_scoring(torch.device("mps"))  # no fused kernel with log-sum-exp

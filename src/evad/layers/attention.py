@@ -2,15 +2,18 @@
 
 The fused path (`F.scaled_dot_product_attention`) is used whenever the attention map is not needed.
 Token pruning (EVAD Sec. 3.2) needs only a weighted sum of the post-softmax map over query rows
-(`forward_with_scores`), never the map itself: training takes the fused path for the output and
-computes the scores without gradient, a block of query rows at a time; inference computes output
-and scores together, a block of rows at a time. Neither holds a (B, heads, N, N) map, so pruning
-layers cost no more memory than the others. On CUDA the scores come from fused attention calls
-instead (`transposed_attention_scores`): two per pruning layer in inference, three in training (the
-output's own kernel keeps its backward). The explicit blocks cost about nine fused layers there
-(ViT-B, batch 8, N = 1568, bf16 on an H100: 3.3 ms against 0.37 ms for a whole fused attention
-layer). The explicit path (``fused=False``, or ``return_attention``) is the reference and what
-attention pictures use.
+(`forward_with_scores`), never the map itself. On CUDA and the CPU the scores come from fused
+attention calls (`transposed_attention_scores`), never forming the map: two per pruning layer (the
+output's call also gives the log-sum-exp the scores need), three in training on CUDA, where
+`F.scaled_dot_product_attention` keeps choosing the output's kernel and backward. Elsewhere, and in
+traces (export), the scores come from explicit attention a block of query rows at a time ("blockwise":
+training takes the fused path for the output and scores without gradient; inference computes both
+together). No road holds a (B, heads, N, N) map, so pruning layers cost no more memory than the
+others. The explicit blocks are slower: about nine fused layers on an H100 (ViT-B, batch 8,
+N = 1568, bf16: 3.3 ms against 0.37 ms for a whole fused attention layer); on a 2-core CPU they
+take 1.23x the transposed road's time in a ViT-B pruning layer (batch 8, N = 1568) and make the
+demo's training step 1.07x slower (`benchmarks/scoring_roads.py`). The explicit path
+(``fused=False``, or ``return_attention``) is the reference and what attention pictures use.
 Parameter layout follows VideoMAE: one `qkv` projection without bias plus separate `q_bias` and
 `v_bias` (the key bias is fixed at zero), so released checkpoints load without renaming.
 """
@@ -35,18 +38,20 @@ _SCORING = MethodSwitch("attention_scoring", ("blockwise", "transposed"))
 def scoring_method(method: str) -> contextlib.AbstractContextManager[None]:
     """Make pruning layers score tokens by "blockwise" explicit attention rows or by "transposed"
     fused attention (`transposed_attention_scores`) inside the block, whatever the device (default:
-    transposed on CUDA, blockwise elsewhere). Both give the same scores to float rounding; FLOP
-    counting pins "blockwise" so that the count does not depend on the device, and tests use both."""
+    transposed on CUDA and the CPU, blockwise elsewhere). Both give the same scores to float
+    rounding; FLOP counting pins "blockwise" so that the count does not depend on the device, and
+    tests use both."""
     return _SCORING.force(method)
 
 
 def _transposed_scoring(device: torch.device) -> bool:
-    """Whether pruning layers on `device` take the fused road: on CUDA unless forced otherwise, and
-    never in a trace (export), whose graph must not hold PyTorch's private attention kernels."""
+    """Whether pruning layers on `device` take the fused road: on CUDA and the CPU (the devices with
+    a fused kernel that returns the log-sum-exp) unless forced otherwise, and never in a trace
+    (export), whose graph must not hold PyTorch's private attention kernels."""
     forced = _SCORING.get()
     if forced is not None:
         return forced == "transposed"
-    return device.type == "cuda" and not torch.jit.is_tracing()
+    return device.type in ("cuda", "cpu") and not torch.jit.is_tracing()
 
 
 class Attention(nn.Module):
@@ -137,15 +142,15 @@ class Attention(nn.Module):
         training = torch.is_grad_enabled() and x.requires_grad
         drop = self.attn_drop.p if self.training else 0.0
         if _transposed_scoring(x.device):
-            # Fused kernels: the output (and, when not training, the log-sum-exp the scores need)
-            # from one call, the scores from a second one with queries and keys swapped.
+            # Fused kernels: the output and the log-sum-exp the scores need from one call (it is
+            # differentiable), the scores from a second one with queries and keys swapped.
             attend = _cuda_attention_with_lse if x.is_cuda else cpu_attention_with_lse
-            if training:
+            logsumexp = None
+            if training and (x.is_cuda or drop > 0):
                 out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-                with torch.no_grad():
-                    scores = transposed_attention_scores(q, k, row_weights, attend)
             else:
                 out, logsumexp = attend(q, k, v, self.scale)
+            with torch.no_grad():
                 scores = transposed_attention_scores(q, k, row_weights, attend, logsumexp)
         elif training:
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
