@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from collections.abc import Iterator, Sequence
 
 
@@ -22,10 +23,15 @@ class MethodSwitch:
     def __init__(self, name: str, methods: Sequence[str]) -> None:
         self.methods = tuple(methods)
         self._forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(name, default=None)
+        # Blocks inside `force` right now, in any thread. While there are none, `get` answers
+        # without reading the context variable: torch.compile cannot trace that read (it breaks
+        # the graph there) but reads this plain count as a constant.
+        self._open = 0
+        self._lock = threading.Lock()
 
     def get(self) -> str | None:
         """The method forced in the current context, or None."""
-        return self._forced.get()
+        return self._forced.get() if self._open else None
 
     @contextlib.contextmanager
     def force(self, method: str) -> Iterator[None]:
@@ -33,8 +39,12 @@ class MethodSwitch:
         if method not in self.methods:
             allowed = " or ".join(repr(m) for m in self.methods)
             raise ValueError(f"method must be {allowed}, got {method!r}")
+        with self._lock:
+            self._open += 1
         token = self._forced.set(method)
         try:
             yield
         finally:
             self._forced.reset(token)
+            with self._lock:
+                self._open -= 1

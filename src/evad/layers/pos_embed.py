@@ -53,7 +53,13 @@ class ResizedTables:
         self._tables: dict[tuple, Tensor] = {}
 
     def get(self, table: Tensor, grid: tuple[int, int, int], size: tuple[int, int]) -> Tensor:
-        """`resize_spatial(table, grid, size)`, from the cache when it was computed before."""
+        """`resize_spatial(table, grid, size)`, from the cache when it was computed before.
+
+        Inside torch.compile the resize is traced instead: the compiler makes its own kernel for
+        it, and cannot read the version counter the cache key needs.
+        """
+        if torch.compiler.is_compiling():
+            return resize_spatial(table, grid, size)
         key = (tuple(size), table.device, table.dtype, table._version, tuple(grid))
         resized = self._tables.pop(key, None)
         if resized is None:

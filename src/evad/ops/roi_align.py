@@ -12,15 +12,15 @@ with ``aligned=False`` (legacy) a RoI is at least 1x1 feature cells.
 
 The pure-PyTorch path has two methods with the same values (to float rounding):
 
-* matmul (the default on the CPU, except under export): a bin's average of bilinear samples is a
-  weighted sum of cells whose weights factorise into a row weight times a column weight, so per RoI
-  the pooled grid is ``Wy @ input[b, c] @ Wx^T`` with ``Wy`` (out_h, H) and ``Wx`` (out_w, W) the
-  summed sample weights of each row and column (the out-of-range rule factorises too). Two dense
-  products per image.
+* matmul (the default on the CPU, except under export and torch.compile): a bin's average of
+  bilinear samples is a weighted sum of cells whose weights factorise into a row weight times a
+  column weight, so per RoI the pooled grid is ``Wy @ input[b, c] @ Wx^T`` with ``Wy`` (out_h, H)
+  and ``Wx`` (out_w, W) the summed sample weights of each row and column (the out-of-range rule
+  factorises too). Two dense products per image.
 * gather: per output cell, each of its ``(2 gh) x (2 gw)`` sample corners is read with one
   ``index_select`` over the channels-last map and accumulated with its weight. Export (tracing)
-  uses it, since it has no data-dependent loop over images; FLOP counting uses it, since its
-  arithmetic is elementwise and therefore uncounted, as in fvcore (the paper's counter).
+  and torch.compile use it, since it has no data-dependent loop over images; FLOP counting uses it,
+  since its arithmetic is elementwise and therefore uncounted, as in fvcore (the paper's counter).
 
 `_prefer_matmul` picks between them by a cost model; the matmul wins on every map the models pool
 (forward plus backward, one thread: 1.3x to 13x faster than the old single-gather code on the demo's
@@ -30,7 +30,6 @@ and ViT-B 224's shapes, 4.5 s -> 0.76 s for the 3-D actor pooling at ViT-B batch
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -53,9 +52,12 @@ def pure_pytorch_method(method: str) -> contextlib.AbstractContextManager[None]:
     return _METHOD.force(method)
 
 
-@functools.cache
-def _torchvision_ops() -> ModuleType | None:
-    """``torchvision.ops`` if it imports and its compiled kernels run, else None (checked once)."""
+_UNPROBED = object()
+_tv_ops: ModuleType | object | None = _UNPROBED  # the probe's answer, once it has run
+
+
+@torch.compiler.disable
+def _probe_torchvision() -> ModuleType | None:
     try:
         import torchvision.ops as tv_ops
 
@@ -64,6 +66,23 @@ def _torchvision_ops() -> ModuleType | None:
     except Exception:  # any failure (missing package, ABI mismatch, missing kernel) means "not usable"
         return None
     return tv_ops
+
+
+def _torchvision_ops() -> ModuleType | None:
+    """``torchvision.ops`` if it imports and its compiled kernels run, else None (checked once).
+
+    The answer is a plain module global rather than a ``functools.cache``: torch.compile reads a
+    global as a constant, but traces through a cache wrapper into the probe itself.
+    """
+    global _tv_ops
+    if _tv_ops is _UNPROBED:
+        _tv_ops = _probe_torchvision()
+    return _tv_ops  # type: ignore[return-value]
+
+
+def _capturing_graph() -> bool:
+    """Whether this call is being recorded into a graph (``torch.jit.trace`` or torch.compile)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 def torchvision_available() -> bool:
@@ -184,7 +203,9 @@ def roi_align(
     batch_index = rois[:, 0].long()
     grids = [(gh, gw) for gh, gw, _ in groups]
     matmul = _prefer_matmul(input.device, channels, height, width, out_h, out_w, grids)
-    if num_rois and not tracing and matmul:
+    # The matmul's loop over the images present depends on the data: a traced or compiled graph
+    # takes the gather, which is one graph for any boxes.
+    if num_rois and matmul and not _capturing_graph():
         return _pool_by_matmul(input, batch_index, axes, num_rois, out_h, out_w)
     return _pool_by_gather(input, batch_index, axes, out_h, out_w, reorder=len(groups) > 1)
 
@@ -408,8 +429,8 @@ def multi_scale_roi_align(
         use_torchvision: See `roi_align`.
         sync_free: Pool every box on every level and keep the one its level selects: no step
             depends on how many boxes fall on a level, so a GPU never waits for the host and a
-            traced graph (export) fits any boxes; 4x the RoIAlign work. None: on CUDA and when
-            tracing. Otherwise each level pools only its own boxes.
+            traced or compiled graph fits any boxes; 4x the RoIAlign work. None: on CUDA, when
+            tracing (export) and inside torch.compile. Otherwise each level pools only its own boxes.
 
     Returns:
         ``(sum K_i, C, out_h, out_w)`` pooled features, image by image and box by box within an
@@ -429,7 +450,7 @@ def multi_scale_roi_align(
     reference = features[0]
     pooled = reference.new_zeros(len(rois), reference.shape[1], out_h, out_w)
     if sync_free is None:
-        sync_free = reference.is_cuda or torch.jit.is_tracing()
+        sync_free = reference.is_cuda or _capturing_graph()
     if sync_free:
         for i, feature in enumerate(features):
             level_pooled = roi_align(
