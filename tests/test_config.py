@@ -119,6 +119,15 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "data.classes=[a]", ["command line", "data.classes", "integers or null"]),
         ("", "train.epochs", ["command line", "section.key=value"]),
         ("", "output_dir.x=1", ["command line", "output_dir"]),
+        ("", "data.fps=0", ["command line", "data.fps", "> 0"]),
+        ("", "data.flip_prob=2", ["command line", "data.flip_prob", "[0, 1]"]),
+        ("", "data.train_short_side=[0]", ["command line", "data.train_short_side", "sizes >= 1"]),
+        ("", "data.test_short_side=-5", ["command line", "data.test_short_side", ">= 1"]),
+        ("", "data.num_workers=-1", ["command line", "data.num_workers", ">= 0"]),
+        ("", "data.classes=[]", ["command line", "data.classes", "non-empty"]),
+        ("", "data.classes=[3,3]", ["command line", "data.classes", "distinct"]),
+        ("", "data.split=0", ["command line", "data.split", ">= 1"]),
+        ("data: {num_frames: 0}\n", None, ["{file}", "data.num_frames", ">= 1"]),
     ],
 )
 def test_bad_values_name_source_and_key(tmp_path, text, override, expected):
@@ -128,6 +137,23 @@ def test_bad_values_name_source_and_key(tmp_path, text, override, expected):
     message = str(err.value)
     for part in expected:
         assert part.format(file=path) in message, message
+
+
+def test_a_string_setting_takes_its_text_as_written():
+    cfg = load_config(
+        None,
+        [
+            "output_dir=2024-01-05",  # YAML would read a date
+            "data.root=yes",  # ... a boolean
+            "data.frame_template={video}/img_{frame:05d}.jpg",  # ... a mapping, and fail
+            "data.labelmap='my labels.pbtxt'",  # quotes are still removed
+            "data.videos=null",  # and null still unsets an optional path
+            "data.fps=25",  # numbers are still numbers
+        ],
+    )
+    assert cfg.output_dir == "2024-01-05" and cfg.data.root == "yes"
+    assert cfg.data.frame_template == "{video}/img_{frame:05d}.jpg"
+    assert cfg.data.labelmap == "my labels.pbtxt" and cfg.data.videos is None and cfg.data.fps == 25.0
 
 
 def test_error_names_the_base_file_that_holds_the_key(tmp_path):

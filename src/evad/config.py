@@ -11,7 +11,8 @@ optional (defaults: ViT-B, SPEC section 6)::
     output_dir: output/ava_vit-b_kr0.7
 
 and the command line adds ``train.epochs=3 model.keep_rate=0.6 data.classes=[1,2]``, each value
-read as YAML. Every key and value is checked against the dataclass fields: an unknown key or a
+read as YAML, except that a string setting (a path, a template, ``output_dir``) takes its text as
+written. Every key and value is checked against the dataclass fields: an unknown key or a
 value of the wrong type is a `UserError` naming the file (or "command line"), the dotted key and,
 for a misspelt key, the close matches. `num_classes` is not a config value: it comes from the
 dataset (`data.classes` picks a subset).
@@ -223,6 +224,25 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.keep_rate": (lambda v: v is None or 0 < v <= 1, "a number in (0, 1] or null"),
     "eval.person_threshold": (lambda v: v is None or _in_unit(v), "a number in [0, 1] or null"),
     "data.format": (lambda v: v in DATA_FORMATS, f"one of {', '.join(DATA_FORMATS)}"),
+    "data.split": (lambda v: v >= 1, "a split number >= 1"),
+    "data.fps": (lambda v: v > 0, "a number > 0"),
+    "data.timestamp_start": (lambda v: v >= 0, "an integer >= 0"),
+    "data.num_frames": (lambda v: v >= 1, "an integer >= 1"),
+    "data.sampling_rate": (lambda v: v >= 0, "an integer >= 0"),
+    "data.classes": (
+        lambda v: v is None or (len(v) > 0 and min(v) >= 1 and len(set(v)) == len(v)),
+        "a non-empty list of distinct class ids >= 1, or null",
+    ),
+    "data.train_short_side": (lambda v: len(v) > 0 and min(v) >= 1, "a non-empty list of sizes >= 1"),
+    "data.test_short_side": (lambda v: v >= 1, "an integer >= 1"),
+    "data.max_long_side": (lambda v: v >= 1, "an integer >= 1"),
+    "data.flip_prob": (_in_unit, "a probability in [0, 1]"),
+    "data.color_jitter": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "data.size_divisor": (lambda v: v >= 1, "an integer >= 1"),
+    "data.std": (lambda v: min(v) > 0, "three numbers > 0"),
+    "data.train_stride": (lambda v: v >= 1, "an integer >= 1"),
+    "data.val_stride": (lambda v: v >= 1, "an integer >= 1"),
+    "data.num_workers": (lambda v: v >= 0, "an integer >= 0"),
     "model.preset": (lambda v: v in PRESETS, f"one of {', '.join(sorted(PRESETS))}"),
     "model.keep_rate": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
 }
@@ -413,16 +433,36 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _is_text(parts: Sequence[str]) -> bool:
+    """Whether the dotted key names a string setting (a path, a template, a name)."""
+    if list(parts) == ["output_dir"]:
+        return True
+    if len(parts) != 2 or parts[0] not in ("model", *_SECTIONS):
+        return False
+    try:
+        tp = _field_type(".".join(parts))
+    except KeyError:  # an unknown key: reported with its close matches later
+        return False
+    return tp is str or tp == str | None
+
+
 def _parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise UserError(f"{COMMAND_LINE}: override {text!r} must look like section.key=value")
+    parts = key.split(".")
+    # A string setting takes the text as written (output_dir=2024-01-05 is a folder, not a date;
+    # frame_template={video}/{frame:05d}.jpg is not a YAML mapping); quotes are still removed and
+    # null still unsets an optional one.
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    if _is_text(parts) and not quoted and raw.strip() not in ("null", "~"):
+        return parts, raw
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         raise UserError(f"{COMMAND_LINE}: cannot read the value of {key!r} ({raw!r}) as YAML") from None
-    return key.split("."), value
+    return parts, value
 
 
 def _wrap(parts: Sequence[str], value: Any, source: str) -> Any:
