@@ -21,6 +21,8 @@ and ``config.json``, see `evad.weights.evad_format`): the model and its classes,
 from __future__ import annotations
 
 import random
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,17 +66,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about the pickle protocol of a foreign file
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
         raise UserError(f"{path}: cannot read checkpoint: {err.strerror or err}") from None
     except Exception as err:  # any corrupt or foreign file: zip, pickle or weights_only errors
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+        raise UserError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise UserError(
             f"{path}: not an evad checkpoint (expected a dict with format {FORMAT!r} and 'model')"
         )
     return state
+
+
+def _load_failure(err: Exception) -> str:
+    """What went wrong in `torch.load`, in one line, without its advice to unpickle anyway."""
+    text = str(err).strip()
+    refused = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+    if refused:  # garbage, or objects other than tensors and plain containers
+        detail = " ".join(refused.group(1).split())
+        return f"not tensors and plain containers: {detail}; nothing was unpickled"
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -87,12 +100,31 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load a full state dict strictly; a mismatch is a UserError naming `source`."""
+    """Load a full state dict strictly; a mismatch is a one-line UserError naming `source` and
+    counting the missing, unexpected and reshaped weights (with up to three names of each)."""
+    expected = unwrap(model).state_dict()
+    problems = []
+    for what, names in (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+        (
+            "of another shape",
+            [
+                f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+                for k, v in expected.items()
+                if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+            ],
+        ),
+    ):
+        if names:
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            problems.append(f"{len(names)} {what} ({shown})")
+    if problems:
+        raise UserError(f"{source}: weights do not fit the configured model: {'; '.join(problems)}")
     try:
         unwrap(model).load_state_dict(state, strict=True)
     except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        detail = " ".join(line.strip() for line in lines[1:3]) or lines[0]
+        detail = str(err).strip().splitlines()[0]
         raise UserError(f"{source}: weights do not fit the configured model: {detail}") from None
 
 
