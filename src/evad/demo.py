@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from evad.errors import UserError
-from evad.fileio import write_atomically, write_json_atomically
+from evad.fileio import make_dirs, write_atomically, write_json_atomically
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -198,7 +198,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     for name in DEMO_OUTPUTS:  # a finished demo being replaced: its results go, its data stays
         if name != "data" and (out / name).exists():
             shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     root = _prepare_data(settings)
 
     overrides = [f"data.root={root}", f"output_dir={out / 'train'}", *settings.overrides]

@@ -12,6 +12,19 @@ from typing import Any
 from evad.errors import UserError
 
 
+def make_dirs(path: str | Path) -> Path:
+    """Create folder `path` with its missing parents; a one-line UserError naming it if it cannot
+    be (a file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot create folder {path}: a file of that name is in the way") from None
+    except OSError as err:
+        raise UserError(f"cannot create folder {path}: {err.strerror or err}") from None
+    return path
+
+
 def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     """Let `write` fill a temporary file next to `path`, then rename it over `path`.
 

@@ -134,6 +134,81 @@ def test_output_dir_protection(tmp_path, caplog):
     assert result["global_step"] == 1 and "starting a new run" in caplog.text
 
 
+def test_an_earlier_runs_files_are_never_replaced_by_accident(tmp_path):
+    # A folder with only a config.yaml (the user's own, or a run that died before its first
+    # checkpoint) is refused too; --resume auto has nothing to resume there.
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.yaml").write_text("# my notes\n")
+    config = make_config(out, "train.max_steps=1")
+    for resume in (None, "auto"):
+        with pytest.raises(UserError, match=r"holds config\.yaml\b.*--overwrite"):
+            train(config, resume=resume, data=make_data(), progress=False)
+    assert (out / "config.yaml").read_text() == "# my notes\n"
+
+    # best.pt without last.pt (an epoch that died after saving it): --resume auto refuses.
+    run = tmp_path / "run"
+    train(make_config(run, "train.max_steps=1"), data=make_data(tmp_path), progress=False)
+    (run / "last.pt").unlink()
+    best = (run / "best.pt").read_bytes()
+    with pytest.raises(UserError, match=r"no last\.pt to resume"):
+        train(make_config(run, "train.max_steps=1"), resume="auto", data=make_data(), progress=False)
+    assert (run / "best.pt").read_bytes() == best
+
+    # Another run's checkpoint is not resumed into a folder that holds a run.
+    other = tmp_path / "other"
+    train(make_config(other, "train.max_steps=1"), data=make_data(), progress=False)
+    with pytest.raises(UserError, match="mix the two runs"):
+        train(make_config(run), resume=str(other / "last.pt"), data=make_data(), progress=False)
+    # ...but may continue in a new folder.
+    result = train(
+        make_config(tmp_path / "new"), resume=str(other / "last.pt"), data=make_data(), progress=False
+    )
+    assert result["global_step"] == 1 + 4  # the stopped first epoch, then a whole second one
+
+
+def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
+    out = tmp_path / "run"
+    train(make_config(out, "train.epochs=1"), data=make_data(), progress=False)
+    for change in ("train.base_lr=1e-4", "train.head_lr_mult=2", "train.weight_decay=0.05"):
+        with pytest.raises(UserError, match=rf"{change.split('=')[0]}=.* differs from the run's"):
+            train(make_config(out, "train.epochs=2", change), resume="auto", data=make_data(), progress=False)
+    # Other changes take effect, and the log says what changed.
+    with caplog.at_level(logging.INFO, logger="evad"):
+        result = train(make_config(out, "train.epochs=2"), resume="auto", data=make_data(), progress=False)
+    assert result["epochs"] == 2 and "train.epochs 1 -> 2" in caplog.text
+    assert load_config(out / "config.yaml").train.epochs == 2
+
+
+def test_a_failed_evaluation_keeps_the_epoch(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise UserError("frame file x.jpg cannot be decoded")
+
+    monkeypatch.setattr(engine, "evaluate", broken)
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="cannot be decoded"):
+        train(make_config(out, "train.epochs=1"), data=make_data(tmp_path), progress=False)
+    state = ckpt.load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 1 and state["global_step"] == 4 and state["best_metric"] is None
+
+
+def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
+    out = tmp_path / "run"
+    config = make_config(out, "train.max_steps=1")
+    train(config, data=make_data(tmp_path), progress=False)
+    (out / "eval" / "my_analysis.txt").write_text("notes")
+    train(config, overwrite=True, data=make_data(), progress=False)  # no evaluation this time
+    assert (out / "eval" / "my_analysis.txt").read_text() == "notes"
+    assert not (out / "eval" / "detections.csv").exists() and not (out / "best.pt").exists()
+
+
+def test_an_output_dir_that_cannot_be_a_folder(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(UserError, match="is a file, not a folder"):
+            train(make_config(out), data=make_data(), progress=False)
+
+
 def test_max_steps_stops_early(tmp_path):
     result = train(make_config(tmp_path / "run", "train.max_steps=3"), data=make_data(), progress=False)
     assert result["global_step"] == 3 and result["epochs"] == 1

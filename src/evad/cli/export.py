@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from evad.cli.arguments import positive
 from evad.errors import UserError
+from evad.fileio import make_dirs
 
 if TYPE_CHECKING:
     from evad.inference.pretrained import LoadedModel
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--img-size {size[0]} {size[1]}: {err}") from None
     path = Path(args.out or f"evad_{h}x{w}_kr{rho:g}{SUFFIXES[args.format]}")
     _refuse_existing(path, args.overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
 
     metadata = {
         "source": loaded.source,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from evad.cli.arguments import positive, probability
 from evad.cli.detect import add_model_arguments, load_model
 from evad.errors import UserError
+from evad.fileio import make_dirs
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -109,7 +110,7 @@ def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]
     inputs = loaded.inputs
     clip = clips_to_batch([read.clip], inputs.mean, inputs.std, device=args.device)[0]  # (3, T, H, W)
     loaded.model.eval().to(args.device)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     return loaded, clip, read
 
 

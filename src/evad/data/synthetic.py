@@ -89,6 +89,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evad.errors import UserError
+from evad.fileio import make_dirs
 
 ClassKind = Literal["pose", "motion", "object", "interaction"]
 
@@ -1164,7 +1165,7 @@ def generate(
     _validate(cfg, num_videos)
     out = Path(out_dir)
     _check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     # Build next to the target and rename at the end: an interrupted run leaves only a hidden
     # `.NAME.partial-*` folder, never something that looks like a finished dataset.
     partial = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"

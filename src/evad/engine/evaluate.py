@@ -41,7 +41,7 @@ from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.checkpoint import unwrap
 from evad.errors import UserError
-from evad.fileio import write_atomically, write_json_atomically
+from evad.fileio import make_dirs, write_atomically, write_json_atomically
 from evad.models.factory import ModelConfig, build_model
 from evad.models.postprocess import PostProcess
 
@@ -302,7 +302,7 @@ def score_detections(
     """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dirs(out)
     if _is_ava(dataset):
         summary, report = evaluate_ava_detections(results, dataset, out)
     elif hasattr(dataset, "groundtruth"):

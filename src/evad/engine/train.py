@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -51,10 +51,19 @@ from tqdm import tqdm
 from evad.config import Config
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
-from evad.engine.evaluate import autocast_context, build_val_data, evaluate, make_postprocess, to_float32
+from evad.engine.evaluate import (
+    DETECTIONS_CSV,
+    METRICS_JSON,
+    autocast_context,
+    build_val_data,
+    evaluate,
+    make_postprocess,
+    to_float32,
+)
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
 from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
 from evad.errors import UserError
+from evad.fileio import make_dirs
 from evad.losses import SetCriterion
 from evad.models.factory import build_criterion, build_model
 
@@ -267,23 +276,97 @@ def train_one_epoch(
 # The whole run
 
 
+# What a run writes at the top of its output directory; any of them means an earlier run is there.
+RUN_FILES = (ckpt.LAST, ckpt.BEST, ckpt.CONFIG, LOG_FILE)
+# Settings a resumed optimizer takes from its checkpoint, whatever the config says.
+OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
+
+
+def _listing(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path | None:
-    existing = [name for name in (ckpt.LAST, ckpt.BEST) if (out_dir / name).exists()]
+    """The checkpoint to resume from (None: a new run), refusing whatever would mix two runs in one
+    folder or replace an earlier run's files without --overwrite."""
     if resume is not None and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
+    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
     if resume == "auto":
         if (out_dir / ckpt.LAST).exists():
             return out_dir / ckpt.LAST
+        if earlier:
+            raise UserError(
+                f"{out_dir} holds {_listing(earlier)} of an earlier run but no {ckpt.LAST} to resume "
+                "from; pass --overwrite to start a new run there, or choose another output_dir"
+            )
         _info(f"no {out_dir / ckpt.LAST} to resume from; starting a new run")
         return None
     if resume is not None:
         return Path(resume)
-    if existing and not overwrite:
-        raise UserError(
-            f"{out_dir} already holds {' and '.join(existing)}; pass --resume auto to continue that run "
-            "or --overwrite to start a new one there"
+    if earlier and not overwrite:
+        advice = (
+            "pass --resume auto to continue that run or --overwrite to start a new one there"
+            if ckpt.LAST in earlier
+            else f"there is no {ckpt.LAST} to resume from: pass --overwrite to start a new run there"
         )
+        raise UserError(f"{out_dir} already holds {_listing(earlier)}; {advice}")
     return None
+
+
+def _check_same_run(out_dir: Path, source: Path) -> None:
+    """Refuse to resume a checkpoint from elsewhere into a folder that holds another run."""
+    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if earlier and source.resolve().parent != out_dir.resolve():
+        raise UserError(
+            f"{out_dir} holds {_listing(earlier)} of another run; resuming {source} there would mix "
+            f"the two runs: set output_dir to {source.parent} or to a new folder"
+        )
+
+
+def _check_creatable(out_dir: Path) -> None:
+    """Fail before any work if `out_dir` cannot be a folder (the nearest existing ancestor is a
+    file, or cannot be written in)."""
+    existing = out_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output_dir {out_dir}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"output_dir {out_dir}: cannot write in {existing}")
+
+
+def _check_resumed_settings(state: dict[str, Any], config: Config, source: Path) -> None:
+    """Refuse optimizer settings that differ from the checkpoint's (a resumed optimizer would keep
+    the old ones while config.yaml said otherwise); name the other settings that changed."""
+    stored = _flatten(state.get("config", {}))
+    current = _flatten(config.to_dict())
+    for name in OPTIMIZER_SETTINGS:
+        key = f"train.{name}"
+        if key in stored and stored[key] != current[key]:
+            raise UserError(
+                f"{source}: {key}={current[key]} differs from the run's {stored[key]}, and a resumed "
+                f"optimizer keeps the run's value; resume without changing it, or start a new run "
+                f"from these weights with model.pretrained={source}"
+            )
+    changed = [
+        f"{key} {stored[key]} -> {value}"
+        for key, value in current.items()
+        if key in stored and stored[key] != value and key != "output_dir"
+    ]
+    if changed:
+        _info(f"resuming with changed settings: {', '.join(changed)}")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"epochs": 2}} -> {"train.epochs": 2}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and not prefix:
+            flat.update(_flatten(value, f"{key}."))
+        else:
+            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return flat
 
 
 def _info(message: str) -> None:
@@ -292,12 +375,21 @@ def _info(message: str) -> None:
 
 
 def _clear_outputs(out_dir: Path) -> None:
-    """Remove a previous run's results (only the files a run writes) before starting over."""
+    """Remove a previous run's results before starting over: only the files a run writes, and
+    their folders if nothing else is left in them."""
     for name in (ckpt.LAST, ckpt.BEST, LOG_FILE):
         (out_dir / name).unlink(missing_ok=True)
-    for name in (TENSORBOARD_DIR, EVAL_DIR):
-        if (out_dir / name).is_dir():
-            shutil.rmtree(out_dir / name)
+    for folder, patterns in (
+        (out_dir / EVAL_DIR, (DETECTIONS_CSV, METRICS_JSON)),
+        (out_dir / TENSORBOARD_DIR, ("events.out.tfevents.*",)),
+    ):
+        if not folder.is_dir():
+            continue
+        for pattern in patterns:
+            for path in folder.glob(pattern):
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def train(
@@ -343,8 +435,12 @@ def _train(
 ) -> dict[str, Any]:
     tc = config.train
     out_dir = Path(config.output_dir)
+    _check_creatable(out_dir)
     resume_path = _resolve_resume(out_dir, resume, overwrite)
     state = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
+    if state is not None:
+        _check_same_run(out_dir, resume_path)
+        _check_resumed_settings(state, config, resume_path)
     device = info.device
     amp = tc.amp
     if amp != "none" and device.type != "cuda":
@@ -393,7 +489,7 @@ def _train(
         )
 
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(out_dir)
         if state is None and overwrite:
             _clear_outputs(out_dir)
         config.save(out_dir / ckpt.CONFIG)
@@ -414,6 +510,17 @@ def _train(
             "epoch": epochs_done,
             "global_step": step,
         }
+
+    def save_last(epochs_done: int) -> None:
+        """The full training state after `epochs_done` epochs (rank 0 only)."""
+        training_state = {
+            "best_metric": best,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": ckpt.rng_state(),
+        }
+        ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(epochs_done, global_step), **training_state})
 
     metrics: dict[str, Any] | None = None
     done = start_epoch
@@ -456,17 +563,25 @@ def _train(
             _info(f"epoch {done}/{tc.epochs}: loss {means.get('loss', float('nan')):.4f}")
 
             if data.val_loader is not None and (done % tc.eval_every == 0 or last):
-                metrics = evaluate(
-                    model,
-                    data.val_loader,
-                    data.val_set,
-                    postprocess,
-                    keep_rate=config.eval.keep_rate,
-                    out_dir=out_dir / EVAL_DIR,
-                    device=device,
-                    amp=amp,
-                    progress=progress,
-                )
+                try:
+                    metrics = evaluate(
+                        model,
+                        data.val_loader,
+                        data.val_set,
+                        postprocess,
+                        keep_rate=config.eval.keep_rate,
+                        out_dir=out_dir / EVAL_DIR,
+                        device=device,
+                        amp=amp,
+                        progress=progress,
+                    )
+                except BaseException:
+                    # A failed or interrupted evaluation does not cost the epoch's training: save
+                    # it first (every epoch reseeds, so resuming from it stays exact).
+                    if info.is_main:
+                        save_last(done)
+                        _info(f"evaluation after epoch {done} stopped; {out_dir / ckpt.LAST} holds the epoch")
+                    raise
                 summary = {k: v for k, v in metrics.items() if k != "report"}
                 run_log.write({"type": "eval", "step": global_step, "epoch": done, **summary})
                 _info(f"epoch {done}: frame-mAP {100 * metrics[METRIC]:.2f}")
@@ -477,14 +592,7 @@ def _train(
                             out_dir / ckpt.BEST, {**snapshot(done, global_step), "metrics": summary}
                         )
             if info.is_main and (done % tc.checkpoint_every == 0 or last):
-                training_state = {
-                    "best_metric": best,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": ckpt.rng_state(),
-                }
-                ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(done, global_step), **training_state})
+                save_last(done)
             distributed.barrier()
             if last:
                 break

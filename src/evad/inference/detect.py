@@ -35,6 +35,7 @@ from torch import nn
 
 from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
+from evad.fileio import make_dirs
 from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.tracks import IouTracker
 from evad.inference.video import (
@@ -424,7 +425,7 @@ def detect_video(
     for kf in keyframes:
         kf.track_ids = tracker.update(kf.boxes)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     final = {name: out_dir / name for name in OUTPUT_FILES}
     temp = {name: out_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp" for name in OUTPUT_FILES}
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from evad.errors import UserError
+from evad.fileio import make_dirs
 
 EXAMPLE_VIDEO = "example.mp4"
 EXAMPLE_SEED = 0
@@ -57,7 +58,7 @@ def write_example_video(path: str | Path, seconds: int = 4, *, overwrite: bool =
         raise ValueError(f"the example needs at least 3 seconds, got {seconds}")
     video = simulate_video(config, EXAMPLE_SEED, EXAMPLE_INDEX)
     height, width = video.size
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with av.open(str(tmp), "w", format="mp4") as container:

@@ -29,6 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from evad.errors import UserError
+from evad.fileio import make_dirs
 from evad.models.factory import ModelConfig
 from evad.weights.reading import CONFIG_FILE, EVAD_FORMAT, Checkpoint
 
@@ -160,7 +161,7 @@ def save_weights(
     dst = Path(dst)
     check_destination(dst, overwrite)
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(dst.parent)
         tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
     except OSError as err:
         raise UserError(f"{dst}: cannot write: {err.strerror or err}") from None
