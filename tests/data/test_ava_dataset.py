@@ -238,6 +238,7 @@ def test_missing_files_are_named(cfg: DataConfig, synth: Path) -> None:
         ("synth_0000,2,0.5,0.2,0.1,0.6,1,0", "box (0.5, 0.2, 0.1, 0.6) has x2 < x1 or y2 < y1"),
         ("synth_0000,2,0.1,0.2,0.5,0.6,99,0", "action id 99 is not in the label map"),
         ("synth_0000,2,0.1,0.2,0.5,x,1,0", "column 6 (y2) 'x' is not a number"),
+        ("synth_0000,2.5,0.1,0.2,0.5,0.6,1,0", "keyframe (synth_0000, 2.5) is not at a whole second"),
     ],
 )
 def test_bad_rows_name_file_and_line(cfg: DataConfig, tmp_path: Path, row: str, message: str) -> None:

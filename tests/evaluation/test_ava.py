@@ -227,6 +227,18 @@ def test_quoted_and_plain_files_read_alike(tmp_path):
     np.testing.assert_array_equal(first.lines, [1, 3])
 
 
+@pytest.mark.parametrize("name", ["v1", "vidéo"], ids=["fast-reader", "csv-reader"])
+def test_a_byte_order_mark_is_not_part_of_the_first_video_id(tmp_path, name):
+    """Spreadsheet programs start UTF-8 CSVs with a byte-order mark."""
+    rows = [f"{name},902,{A},1,0.9", f"{name},903,{B},17,0.5"]
+    plain = write(tmp_path / "plain.csv", rows)
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_detections(marked).keys == read_detections(plain).keys == [(name, "902.000000"), (name, "903.000000")]
+    (tmp_path / "map.pbtxt").write_bytes(b"\xef\xbb\xbf" + LABELMAP.encode())
+    assert read_labelmap(tmp_path / "map.pbtxt")[1] == "bend/bow (at the waist)"
+
+
 @pytest.mark.parametrize("quoted", [False, True], ids=["fast-reader", "csv-reader"])
 @pytest.mark.parametrize(
     ("row", "message"),

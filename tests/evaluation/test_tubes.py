@@ -375,8 +375,8 @@ def test_restricted_unpickler_refuses_other_classes(tmp_path):
 def test_ground_truth_errors(tmp_path):
     with pytest.raises(UserError, match="lacks nframes"):
         load_groundtruth(write_groundtruth(tmp_path / "a.pkl", drop=["nframes"]))
-    with pytest.raises(UserError, match="split 1 does not exist"):
-        load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=1)
+    with pytest.raises(UserError, match=r"split 2 does not exist \(the pickle has 1 test splits\)"):
+        load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=1)  # 0-based index, 1-based name
     gaps = {"v0": {0: [np.array([[1, *BOX], [3, *BOX]])]}, "v1": {}, "t0": {}}
     with pytest.raises(UserError, match="consecutive"):
         load_groundtruth(write_groundtruth(tmp_path / "c.pkl", gttubes=gaps))
@@ -498,3 +498,9 @@ def test_cli_frame_stride_scores_only_the_frames_detected(tmp_path, capsys, monk
     assert result["frame_mAP"] == pytest.approx(1.0, abs=1e-6) and result["video_mAP"] == {}
     assert cli.main([*args, "--overwrite", "--frame-stride", "0"]) == 2
     assert "--frame-stride must be at least 1" in capsys.readouterr().err
+    # Splits are numbered from 1, as data.split and the JHMDB literature number them.
+    assert cli.main([*args, "--overwrite", "--split", "1"]) == 0
+    capsys.readouterr()
+    assert cli.main([*args, "--overwrite", "--split", "2"]) == 2
+    assert "split 2 does not exist" in capsys.readouterr().err
+    assert cli.main([*args, "--overwrite", "--split", "0"]) == 2

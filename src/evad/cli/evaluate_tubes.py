@@ -30,7 +30,10 @@ def register(kinds: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--detections", required=True, type=Path, metavar="DET.csv", help="detections CSV")
     parser.add_argument(
-        "--split", type=int, default=0, help="index into the pickle's test_videos (default 0; JHMDB has 0-2)"
+        "--split",
+        type=int,
+        default=1,
+        help="test split, numbered from 1 like data.split (default 1; JHMDB has 1-3)",
     )
     parser.add_argument(
         "--iou",
@@ -64,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.json}: directory {args.json.parent} does not exist")
     if args.frame_stride < 1:
         raise UserError(f"--frame-stride must be at least 1, got {args.frame_stride}")
+    if args.split < 1:
+        raise UserError(f"--split numbers splits from 1, got {args.split}")
     thresholds = args.iou or tubes.DEFAULT_VIDEO_THRESHOLDS
     tubes.parse_iou_thresholds(thresholds)  # fail on a bad threshold before reading anything
-    groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split)
+    groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split - 1)
     detections = tubes.read_detections(args.detections, groundtruth)
     frames = None
     if args.frame_stride > 1:  # (video index, frame) of every scored frame

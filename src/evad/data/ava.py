@@ -168,7 +168,13 @@ def _targets(
         video, second = table.keys[k]
         value = float(second)
         if value != int(value):
-            raise UserError(f"{table.source}: keyframe ({video}, {value:g}) is not at a whole second")
+            rows = np.flatnonzero(table.row_key == k)
+            where = (
+                f"{table.source}:{table.lines[rows[0]]}"
+                if table.lines is not None and rows.size
+                else table.source
+            )
+            raise UserError(f"{where}: keyframe ({video}, {value:g}) is not at a whole second")
         video_index.append(videos.setdefault(video, len(videos)))
         seconds.append(int(value))
     seconds_array = np.asarray(seconds, dtype=np.int64)

@@ -25,6 +25,7 @@ Reading is vectorised: a 1.5-million-row detections file is read and scored in a
 
 from __future__ import annotations
 
+import codecs
 import csv
 import heapq
 import itertools
@@ -139,7 +140,7 @@ def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read label map {source}: {err}") from None
     names: dict[int, str] = {}
@@ -209,6 +210,8 @@ def _read_csv(path: str | os.PathLike, allowed: tuple[int, ...]) -> AvaTable:
             del data[file.readinto(data) :]
     except OSError as err:
         raise UserError(f"cannot read {source}: {err.strerror or err}") from None
+    if data.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save UTF-8 CSVs
+        del data[: len(codecs.BOM_UTF8)]
     table = _parse_fast(data, source, allowed)
     return table if table is not None else _parse_slow(source, allowed)
 
@@ -254,7 +257,7 @@ def _parse_slow(source: str, allowed: tuple[int, ...]) -> AvaTable:
     row_key, boxes, labels, scores, lines = [], [], [], [], []
     line = 0
     try:
-        with open(source, encoding="utf-8") as file:
+        with open(source, encoding="utf-8-sig") as file:
             reader = csv.reader(file)
             for row in reader:
                 line = reader.line_num

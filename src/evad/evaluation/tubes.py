@@ -209,7 +209,9 @@ def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
     labels = tuple(str(label) for label in data["labels"])
     splits = data["test_videos"]
     if not 0 <= split < len(splits):
-        raise UserError(f"{path}: split {split} does not exist (the pickle has {len(splits)} test splits)")
+        raise UserError(
+            f"{path}: split {split + 1} does not exist (the pickle has {len(splits)} test splits)"
+        )
     videos = tuple(str(v) for v in splits[split])
     nframes = np.zeros(len(videos), dtype=np.int64)
     tubes = []
