@@ -1,6 +1,9 @@
 """`evad train` and `evad eval` end to end on the tiny in-memory dataset."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from tiny_data import TinyDataset, loader
@@ -91,3 +94,16 @@ def test_overrides_may_sit_between_options(tmp_path, config_file, tiny_data, cap
     assert "trained 1 epochs (1 steps)" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an unknown option is still refused
         main(["train", "--config", str(config_file), "--no-such-option"])
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """`evad ... | head` must not end in a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before evad prints anything
+    args = ["data", "synth", "--out", str(tmp_path / "s"), "--videos", "2", "--seconds", "3", "--no-progress"]
+    command = [sys.executable, "-c", "import sys; from evad.cli import main; sys.exit(main())", *args]
+    try:
+        done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b""
