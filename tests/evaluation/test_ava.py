@@ -234,7 +234,8 @@ def test_a_byte_order_mark_is_not_part_of_the_first_video_id(tmp_path, name):
     plain = write(tmp_path / "plain.csv", rows)
     marked = tmp_path / "marked.csv"
     marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
-    assert read_detections(marked).keys == read_detections(plain).keys == [(name, "902.000000"), (name, "903.000000")]
+    expected = [(name, "902.000000"), (name, "903.000000")]
+    assert read_detections(marked).keys == read_detections(plain).keys == expected
     (tmp_path / "map.pbtxt").write_bytes(b"\xef\xbb\xbf" + LABELMAP.encode())
     assert read_labelmap(tmp_path / "map.pbtxt")[1] == "bend/bow (at the waist)"
 
