@@ -62,13 +62,32 @@ def test_train_then_eval(tmp_path, config_file, tiny_data, capsys):
     metrics = json.loads((run / "eval-best" / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0 and (run / "eval-best" / "detections.csv").exists()
     assert 0.0 <= metrics["person_AP"] <= 1.0
+    assert metrics["settings"] == {"keep_rate": 0.7, "person_threshold": 0.7}  # how they were made
 
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    (run / "eval-best" / "metrics.json").unlink()  # a detections.csv alone is not replaced either
+    assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 2
+    assert "holds detections.csv" in capsys.readouterr().err
+    # The model comes from the checkpoint: a model.* override is refused, not silently ignored.
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--out",
+                str(tmp_path / "e"),
+                "model.keep_rate=0.5",
+            ]
+        )
+        == 2
+    )
+    assert "model.keep_rate: the model comes from the checkpoint" in capsys.readouterr().err
     args = ["eval", "--checkpoint", str(run / "last.pt"), "--config", str(config_file), "--keep-rate", "0.5"]
     assert main([*args, "--no-progress", "eval.batch_size=2"]) == 0
     assert "keep rate 0.5" in capsys.readouterr().out
-    assert (run / "eval-last-kr0.5" / "metrics.json").exists()
+    assert json.loads((run / "eval-last-kr0.5" / "metrics.json").read_text())["settings"]["keep_rate"] == 0.5
 
 
 def test_cli_errors_are_one_line(tmp_path, config_file, capsys):

@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="token keep rate (default: eval.keep_rate, then the model's)",
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default: eval-<ckpt>[-kr<R>] beside it)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing metrics.json in --out")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace detections.csv and metrics.json in --out"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.set_defaults(func=run)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,9 +293,15 @@ def evaluate_tube_detections(
 
 
 def score_detections(
-    results: Sequence[KeyframeDetections], dataset: Any, out_dir: str | Path | None = None
+    results: Sequence[KeyframeDetections],
+    dataset: Any,
+    out_dir: str | Path | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score gathered detections with the dataset's protocol; write the CSV and JSON to `out_dir`.
+
+    `settings` (e.g. the keep rate and person threshold the detections were made with) are stored
+    in the report under "settings", so that metrics.json says how its numbers were made.
 
     Returns:
         A summary (`frame_mAP` plus group or video means, for logs) and the full report.
@@ -309,6 +315,8 @@ def score_detections(
         summary, report = evaluate_tube_detections(results, dataset, out)
     else:
         raise ValueError("dataset has neither AVA ground truth (groundtruth_csv) nor tubes (groundtruth)")
+    if settings is not None:
+        report = {"settings": dict(settings), **report}
     if out is not None:
         write_json_atomically(out / METRICS_JSON, report)
     return summary, report
@@ -346,7 +354,11 @@ def evaluate(
     summary: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     if distributed.is_main_process():
-        summary, report = score_detections(gathered, dataset, out_dir)
+        settings = {
+            "keep_rate": keep_rate if keep_rate is not None else unwrap(model).backbone.keep_rate,
+            "person_threshold": postprocess.person_threshold,
+        }
+        summary, report = score_detections(gathered, dataset, out_dir, settings)
         summary["num_keyframes"] = len(gathered)
     summary = distributed.broadcast_object(summary)
     return {**summary, "report": report}
@@ -401,7 +413,7 @@ def evaluate_checkpoint(
         keep_rate: Token keep rate; None uses `eval.keep_rate`, then the model's.
         out_dir: Where `detections.csv` and `metrics.json` go; default: next to the checkpoint,
             ``eval-<checkpoint name>[-kr<keep rate>]``.
-        overwrite: Replace an existing `metrics.json` in `out_dir`.
+        overwrite: Replace an existing `detections.csv` or `metrics.json` in `out_dir`.
         data: (dataset, loader) to use instead of building them from the config.
         progress: Show a progress bar.
 
@@ -409,6 +421,13 @@ def evaluate_checkpoint(
         The summary of `evaluate` plus `out_dir` and the `keep_rate` used.
     """
     path = Path(checkpoint)
+    model_overrides = [o for o in overrides if o.strip().startswith("model.")]
+    if model_overrides:
+        raise UserError(
+            f"{model_overrides[0].split('=')[0].strip()}: the model comes from the checkpoint and cannot "
+            "be changed here; evaluate at another keep rate with --keep-rate (or eval.keep_rate), "
+            "another person threshold with eval.person_threshold"
+        )
     state = ckpt.load_checkpoint(path)
     stored = state.get("config")
     if config_path is not None:
@@ -428,8 +447,12 @@ def evaluate_checkpoint(
         suffix = f"-kr{keep_rate:g}" if keep_rate is not None else ""
         out_dir = path.parent / f"eval-{path.stem}{suffix}"
     out_dir = Path(out_dir)
-    if (out_dir / METRICS_JSON).exists() and not overwrite:
-        raise UserError(f"{out_dir / METRICS_JSON} exists; pass --overwrite to replace it or --out elsewhere")
+    existing = [name for name in (DETECTIONS_CSV, METRICS_JSON) if (out_dir / name).exists()]
+    if existing and not overwrite:
+        raise UserError(
+            f"{out_dir} already holds {' and '.join(existing)}; pass --overwrite to replace them or --out "
+            "elsewhere"
+        )
 
     info = distributed.init_from_env(config.train.device)
     try:
