@@ -125,6 +125,7 @@ def test_cli_exports_a_checkpoint_at_keep_rate_1_and_refuses_to_overwrite(model,
     [
         (["--model", "tiny", "--img-size", "60", "96"], "--img-size 60 96"),
         (["--model", "tiny", "--img-size", "64", "0"], "--img-size 64 0"),
+        (["--model", "tiny", "--img-size", "16", "512"], "at least 32, got 16x512"),
         (["--model", "tiny", "--keep-rate", "1.5"], "--keep-rate"),
         (["--model", "nope"], "unknown model"),
         (["--checkpoint", "{tmp}/missing.pt"], "missing.pt: checkpoint not found"),

@@ -51,4 +51,7 @@ def test_cli_rejects_bad_arguments(capsys):
     assert main(["flops", "--model", "vit-q"]) == 2
     assert "unknown model 'vit-q'" in capsys.readouterr().err
     assert main(["flops", "--model", "tiny", "--img-size", "70"]) == 2
-    assert "multiples of 16" in capsys.readouterr().err
+    assert "multiples of the patch size 16" in capsys.readouterr().err
+    for size in ("16", "-32"):  # too small for the pyramid's stride-32 level; negative
+        assert main(["flops", "--model", "tiny", "--img-size", size]) == 2
+        assert f"at least 32, got {size}x{size}" in capsys.readouterr().err

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from evad.errors import UserError
 from evad.fileio import write_atomically
 from evad.layers.token_pruning import check_keep_rate
-from evad.models.detector import EVAD
+from evad.models.detector import EVAD, check_input_size
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("clips", "image_sizes", "target_sizes")
@@ -119,11 +119,9 @@ class ExportableEVAD(nn.Module):
 
 
 def check_img_size(model: EVAD, img_size: Sequence[int]) -> tuple[int, int]:
-    """`img_size` as (height, width), or ValueError unless both are positive multiples of the patch."""
-    p = model.backbone.patch_size
+    """`img_size` as (height, width), or ValueError unless the detector takes it (`check_input_size`)."""
     h, w = (int(v) for v in img_size)
-    if h <= 0 or w <= 0 or h % p or w % p:
-        raise ValueError(f"height and width must be positive multiples of the patch size {p}, got {h}x{w}")
+    check_input_size(h, w, model.backbone.patch_size)
     return h, w
 
 

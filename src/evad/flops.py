@@ -16,6 +16,7 @@ from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from evad.layers.attention import scoring_method
+from evad.models.detector import check_input_size
 from evad.ops.roi_align import pure_pytorch_method
 
 
@@ -59,6 +60,7 @@ def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | 
 
     The model is put in eval mode for the count and restored afterwards.
     """
+    check_input_size(img_size, img_size, model.backbone.patch_size)
     frames = model.backbone.num_frames
     clip = torch.zeros(1, 3, frames, img_size, img_size, device=next(model.parameters()).device)
     was_training = model.training

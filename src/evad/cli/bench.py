@@ -74,6 +74,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Raise UserError on any argument mistake, before the (long) measurement starts."""
     from evad.layers.token_pruning import check_keep_rate
     from evad.models import get_config
+    from evad.models.detector import check_input_size
 
     try:
         cfg = get_config(args.model, num_classes=args.num_classes)
@@ -85,8 +86,10 @@ def _check_args(args: argparse.Namespace) -> None:
         except ValueError:
             raise UserError(f"--keep-rate: {rho} is outside (0, 1]") from None
     for size in args.img_size:
-        if size <= 0 or size % cfg.patch_size:
-            raise UserError(f"--img-size: {size} is not a positive multiple of {cfg.patch_size}")
+        try:
+            check_input_size(size, size, cfg.patch_size)
+        except ValueError as err:
+            raise UserError(f"--img-size: {err}") from None
     for name in ("batch", "train_batch", "iters", "threads", "num_classes"):
         value = getattr(args, name)
         if value is not None and value < 1:

@@ -16,6 +16,17 @@ from evad.models.heads.localization import QueryLocalizationHead
 from evad.models.vit import VideoViT
 
 
+def check_input_size(height: int, width: int, patch_size: int) -> None:
+    """ValueError unless clips of `height` x `width` pixels fit the detector: multiples of the patch
+    size, and at least two patches each way (the pyramid's stride-32 level halves the patch grid)."""
+    p = patch_size
+    if height < 2 * p or width < 2 * p or height % p or width % p:
+        raise ValueError(
+            f"clip height and width must be multiples of the patch size {p} and at least {2 * p}, "
+            f"got {height}x{width}"
+        )
+
+
 class EVAD(nn.Module):
     """End-to-end video action detector with keyframe-centric token pruning.
 
@@ -63,6 +74,7 @@ class EVAD(nn.Module):
                 num_tokens: token count entering the encoder and after each pruning layer.
         """
         B, _, _, H, W = clips.shape
+        check_input_size(H, W, self.backbone.patch_size)
         if image_sizes is None:
             image_sizes = clips.new_tensor([H, W]).expand(B, 2)
         image_sizes = image_sizes.to(device=clips.device, dtype=torch.float32)
