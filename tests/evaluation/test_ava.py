@@ -207,6 +207,26 @@ def test_zero_width_detections_take_a_cap_slot_then_vanish(tmp_path):
     assert result.per_class[1] == 0.0  # but it kept the hit out of the 50
 
 
+def test_boxes_in_pixels_warn(tmp_path):
+    gt = [f"v1,902,{A},1"]
+    with pytest.warns(
+        AvaInputWarning, match=r"det.csv: every box has a coordinate above 1; .* look like pixels"
+    ):
+        result = score(tmp_path, gt, ["v1,902,32,24,128,216,1,0.9", "v1,902,0.1,0.1,160,0.9,1,0.8"])
+    assert result.mean_ap == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AvaInputWarning)  # one normalised box: no warning
+        score(tmp_path, gt, ["v1,902,32,24,128,216,1,0.9", f"v1,902,{A},1,0.8"])
+
+
+def test_inverted_boxes_are_dropped_with_a_warning_naming_the_first(tmp_path):
+    gt = [f"v1,902,{A},1"]
+    det = [f"v1,902,{A},1,0.5", "v1,902,0.4,0.1,0.1,0.9,1,0.9", "v1,902,0.1,0.9,0.4,0.1,1,0.8"]
+    with pytest.warns(AvaInputWarning, match=r"det.csv:2: 2 boxes have x2 < x1 or y2 < y1"):
+        result = score(tmp_path, gt, det)
+    assert result.per_class[1] == 1.0  # as officially: they take no box and cost no precision
+
+
 def test_groundtruth_formats(tmp_path):
     # 7 and 8 columns, a repeated box (two instances), a 2-column empty keyframe, CRLF, no final newline.
     (tmp_path / "gt.csv").write_bytes(f"v1,902,{A},1,3\r\nv1,902,{A},1\r\nv1,903\r\nv1,902,{B},17,4".encode())
@@ -386,6 +406,15 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
     write(tmp_path / "det.csv", [f"v1,902,{A},1,0.9", "v1,902,0.1"])
     assert cli_main([*args, "--overwrite"]) == 2
     assert f"{tmp_path / 'det.csv'}:2: expected 2, 7 or 8" in capsys.readouterr().err
+
+
+def test_cli_plot_refuses_other_formats_before_scoring(tmp_path, capsys, cli_main):
+    args = ["evaluate", "ava", "--groundtruth", str(tmp_path / "absent.csv"), "--detections", "absent.csv"]
+    args += ["--labelmap", "absent.pbtxt", "--plot", str(tmp_path / "ap.gif")]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert "ap.gif: the chart is written as PNG; give a .png file name" in err and "absent" not in err
+    assert not (tmp_path / "ap.gif").exists()
 
 
 def test_cli_plot(tmp_path, cli_main):

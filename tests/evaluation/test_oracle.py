@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from evad.cli import main
+from evad.errors import UserError
+from evad.evaluation.ava import AvaInputWarning
 from evad.evaluation.oracle import match_boxes, oracle_analysis
 
 LABELMAP = 'item {\n  name: "stand"\n  id: 1\n}\nitem {\n  name: "sit"\n  id: 2\n}\n'
@@ -83,3 +85,25 @@ def test_cli_prints_both_oracles_and_writes_json(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["mAP"] == 0.0 and data["mAP_gt_boxes"] == pytest.approx(1.0)
     assert main([*args, "--json", str(out)]) == 2  # never overwritten without --overwrite
+
+
+def test_empty_detections_score_zero_and_empty_groundtruth_is_an_error(tmp_path):
+    gt, det, labelmap = write(tmp_path, [])
+    det.write_bytes(b"")
+    with pytest.warns(AvaInputWarning, match="det.csv: no detections; every class scores AP 0"):
+        result = oracle_analysis(gt, det, labelmap)
+    assert result.detector.mean_ap == result.gt_boxes.mean_ap == result.gt_labels.mean_ap == 0.0
+    gt.write_bytes(b"")
+    det.write_text("v,1,0.1,0.1,0.3,0.5,1,0.9\n")
+    with pytest.raises(UserError, match=r"gt\.csv: no ground-truth boxes"):
+        oracle_analysis(gt, det, labelmap)
+
+
+def test_cli_names_neither_when_the_gains_are_equal(tmp_path, capsys):
+    rows = [f"{row.rsplit(',', 1)[0]},0.9" for row in GT]  # the ground truth itself: nothing to gain
+    gt, det, labelmap = write(tmp_path, rows)
+    args = ["evaluate", "oracle", "--groundtruth", str(gt), "--detections", str(det)]
+    assert main([*args, "--labelmap", str(labelmap)]) == 0
+    printed = capsys.readouterr().out
+    assert "+0.00" in printed
+    assert "neither localization nor classification limits this detector more" in printed

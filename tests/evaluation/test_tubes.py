@@ -273,6 +273,25 @@ def test_class_with_detections_but_no_ground_truth_scores_zero_and_warns():
     assert len(metrics.warnings) == 1 and "'b'" in metrics.warnings[0]
 
 
+def test_no_detections_score_zero_and_warn():
+    gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
+    metrics = evaluate_tubes(gt, detections([]))
+    assert metrics.frame_ap.tolist() == [0.0, 0.0] and metrics.video_map["0.5"] == 0.0
+    assert metrics.warnings == ("in-memory detections: no detections; every class scores AP 0",)
+    assert link_tubes(np.zeros(0), np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 20) == []
+
+
+def test_boxes_that_look_normalised_warn():
+    gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
+    normalised = track(0, range(1, 21), (0.0, 0.0, 0.3, 0.4), 0, 0.9)
+    metrics = evaluate_tubes(gt, detections(normalised))
+    assert metrics.frame_map == 0.0
+    assert len(metrics.warnings) == 1 and "every box lies inside [0, 1] x [0, 1]" in metrics.warnings[0]
+    assert evaluate_tubes(gt, detections([*normalised, (0, 1, BOX, 0, 0.5)])).warnings == ()
+    tiny = groundtruth({"v0": {0: [tube(1, 20, (0.0, 0.0, 0.5, 0.5))]}}, {"v0": 20})  # truth this small
+    assert evaluate_tubes(tiny, detections(normalised)).warnings == ()
+
+
 def test_iou_threshold_parsing():
     assert parse_iou_thresholds(["0.50", "0.5:0.95"]) == [
         ("0.5", [0.5]),
@@ -478,6 +497,16 @@ def test_cli_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
 
     assert main([*args, "--overwrite", "--detections", str(write_csv(tmp_path / "bad.csv", ["v0,1,2"]))]) == 2
     assert "bad.csv: line 1" in capsys.readouterr().err
+
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert main([*args, "--overwrite", "--detections", str(tmp_path / "empty.csv")]) == 0
+    assert "empty.csv: no detections; every class scores AP 0" in capsys.readouterr().err
+    assert json.loads(out.read_text())["frame_mAP"] == 0.0
+    normalised = [f"v0,{f},0,0,0.3,0.4,0,0.9" for f in range(1, 21)]
+    assert (
+        main([*args, "--overwrite", "--detections", str(write_csv(tmp_path / "norm.csv", normalised))]) == 0
+    )
+    assert "norm.csv: every box lies inside [0, 1] x [0, 1]" in capsys.readouterr().err
 
 
 def test_cli_frame_stride_scores_only_the_frames_detected(tmp_path, capsys, monkeypatch):

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare is not None and args.plot is None:
         raise UserError("--compare needs --plot")
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise UserError(f"--plot {args.plot}: the chart is written as PNG; give a .png file name")
     _check_output(args.json, args.overwrite)
     _check_output(args.plot, args.overwrite)
     compare = _read_result_json(args.compare) if args.compare is not None else None

@@ -44,10 +44,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'detector':24s} {100 * base:9.2f}")
     for name, res in (("with GT boxes", result.gt_boxes), ("with GT labels", result.gt_labels)):
         print(f"{name:24s} {100 * res.mean_ap:9.2f} {100 * (res.mean_ap - base):+6.2f}")
-    gain_boxes = result.gt_boxes.mean_ap - base
-    gain_labels = result.gt_labels.mean_ap - base
-    limit = "classification" if gain_labels > gain_boxes else "localization"
-    print(f"{limit} limits this detector more")
+    # Compared as printed: gains that print alike name neither.
+    gain_boxes = round(100 * (result.gt_boxes.mean_ap - base), 2)
+    gain_labels = round(100 * (result.gt_labels.mean_ap - base), 2)
+    if gain_boxes == gain_labels:
+        print("neither localization nor classification limits this detector more")
+    else:
+        print(f"{'classification' if gain_labels > gain_boxes else 'localization'} limits this detector more")
     if args.json is not None:
         write_json_atomically(args.json, result.to_dict())
         print(f"wrote {args.json}")

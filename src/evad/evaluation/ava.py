@@ -15,7 +15,8 @@ ground-truth box a detection takes, and how ``np.argsort`` orders equal scores. 
   false positives;
 - per keyframe and class, detections in descending score take their single best-IoU box (first
   box on ties); a hit needs IoU >= 0.5 and a box still free, there is no second choice;
-  detections with zero or negative width or height are dropped after the cap;
+  detections with zero or negative width or height are dropped after the cap (inverted boxes with
+  a warning: they usually mean swapped columns);
 - AP is the PASCAL VOC all-points area under the precision envelope; classes with ground truth
   but no detections score 0; classes without ground truth are left out of the mean.
 
@@ -881,6 +882,19 @@ def _score(gt: _GroundTruth, det: AvaTable) -> AvaResult:
     counts["groundtruth_unknown_class_rows"] = gt.unknown_class_rows
     if counts["detection_rows"] == 0:
         _warn(f"{det.source}: no detections; every class scores AP 0")
+    elif np.all(np.any(det.boxes > 1, axis=1)):
+        _warn(
+            f"{det.source}: every box has a coordinate above 1; AVA boxes are normalised to [0, 1], "
+            "these look like pixels"
+        )
+    inverted = (det.boxes[:, 2] < det.boxes[:, 0]) | (det.boxes[:, 3] < det.boxes[:, 1])
+    if inverted.any():  # dropped below, as officially; usually swapped columns
+        first = int(np.argmax(inverted))
+        where = f"{det.source}:{int(det.lines[first])}" if det.lines is not None else det.source
+        _warn(
+            f"{where}: {int(inverted.sum())} boxes have x2 < x1 or y2 < y1 (this one first); dropped, "
+            "as the official scorer drops them"
+        )
     return AvaResult(
         mean_ap=_mean_ap(per_class, int(gt.class_ids[-1])),
         per_class=per_class,

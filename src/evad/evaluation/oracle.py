@@ -71,6 +71,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _groups(table: AvaTable) -> dict[Any, np.ndarray]:
     """Keyframe key -> row indices of the table."""
+    if len(table) == 0:
+        return {}
     order = np.argsort(table.row_key, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(table.row_key[order]) != 0])
     bounds = np.r_[starts, len(order)]
@@ -126,14 +128,19 @@ def oracle_analysis(
     labelmap: str | os.PathLike,
     exclusions: str | os.PathLike | None = None,
 ) -> OracleResult:
-    """Frame-mAP of a detections file as is, with GT boxes and with GT labels."""
+    """Frame-mAP of a detections file as is, with GT boxes and with GT labels.
+
+    Raises:
+        UserError: As :func:`evaluate_ava` does (unreadable files, no ground truth of the label map).
+    """
     gt = read_groundtruth(groundtruth)
     det = read_detections(detections)
     names = read_labelmap(labelmap)
     excluded = read_exclusions(exclusions) if exclusions is not None else set()
+    detector = evaluate_ava(gt, det, names, excluded)  # first: it rejects unusable ground truth
     with_boxes, with_labels = oracle_tables(gt, det)
     return OracleResult(
-        evaluate_ava(gt, det, names, excluded),
+        detector,
         evaluate_ava(gt, with_boxes, names, excluded),
         evaluate_ava(gt, with_labels, names, excluded),
     )

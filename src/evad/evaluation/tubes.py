@@ -244,6 +244,7 @@ class FrameDetections:
         label: ``(N,)`` index into ``TubeGroundTruth.labels``.
         boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels.
         scores: ``(N,)`` float32.
+        source: file name (or a description) used in warnings.
     """
 
     video: np.ndarray
@@ -251,6 +252,7 @@ class FrameDetections:
     label: np.ndarray
     boxes: np.ndarray
     scores: np.ndarray
+    source: str = "in-memory detections"
 
 
 _COLUMNS = ("video", "frame", "x1", "y1", "x2", "y2", "label", "score")
@@ -369,6 +371,7 @@ def read_detections(path: str | Path, groundtruth: TubeGroundTruth) -> FrameDete
         label.astype(np.int64),
         boxes.astype(np.float32),
         score.astype(np.float32),
+        str(path),
     )
 
 
@@ -615,7 +618,7 @@ def _link(
     order = order[rank < BOXES_PER_FRAME]  # per frame, the best 10 in descending score
     key, boxes, scores = key[order], boxes[order], scores[order]
     starts = _group_starts(key)
-    ends = np.r_[starts[1:], len(key)]
+    ends = np.r_[starts[1:], len(key)][: len(starts)]  # no group, no end
     # Live tubes at a frame all end on the previous frame: their candidates are the successors.
     successors = _successors(key, boxes, starts, ends)
     score_sums = scores.astype(np.float64).tolist()
@@ -811,7 +814,8 @@ class TubeMetrics:
         labels: class names.
         frame_ap: ``(C,)`` frame-AP at IoU 0.5.
         video_ap: threshold name (``"0.5"``, ``"0.5:0.95"``) -> ``(C,)`` video-AP.
-        warnings: what the user should know (classes without test ground truth).
+        warnings: what the user should know (no detections, boxes that look normalised, classes
+            without test ground truth).
     """
 
     labels: tuple[str, ...]
@@ -859,6 +863,27 @@ def _check_detections(groundtruth: TubeGroundTruth, detections: FrameDetections)
         raise ValueError("FrameDetections has a video, label or frame outside the ground truth")
 
 
+def _input_warnings(groundtruth: TubeGroundTruth, detections: FrameDetections) -> list[str]:
+    """No detections, or boxes that look normalised to [0, 1] against ground truth in pixels."""
+    if len(detections.scores) == 0:
+        return [f"{detections.source}: no detections; every class scores AP 0"]
+    gt_extent = max(
+        (
+            float(tube[:, 1:5].max())
+            for video_tubes in groundtruth.tubes
+            for tubes in video_tubes.values()
+            for tube in tubes
+        ),
+        default=0.0,
+    )
+    if detections.boxes.min() >= 0 and detections.boxes.max() <= 1 and gt_extent > 2:
+        return [
+            f"{detections.source}: every box lies inside [0, 1] x [0, 1] but the ground truth is in pixels; "
+            "these boxes look normalised, and tube detections must be in pixels"
+        ]
+    return []
+
+
 def evaluate_tubes(
     groundtruth: TubeGroundTruth,
     detections: FrameDetections,
@@ -883,7 +908,8 @@ def evaluate_tubes(
 
     Returns:
         The metrics. A class with detections but no test ground truth gets AP 0 (the reference
-        divides 0 by 0) and a warning; every class counts in the means.
+        divides 0 by 0) and a warning; every class counts in the means. No detections at all, or
+        boxes that all fit in [0, 1] x [0, 1] against ground truth in pixels, also warn.
     """
     named = parse_iou_thresholds(iou_thresholds)
     _check_detections(groundtruth, detections)
@@ -903,9 +929,9 @@ def evaluate_tubes(
     for video_tubes in groundtruth.tubes:
         has_gt[[label for label, tubes in video_tubes.items() if tubes]] = True
     has_det = np.bincount(detections.label, minlength=len(has_gt)) > 0
-    warnings = tuple(
+    warnings = tuple(_input_warnings(groundtruth, detections)) + tuple(
         f"class {groundtruth.labels[c]!r} has detections but no ground truth in test split "
-        f"{groundtruth.split}; its AP is 0 (the reference divides 0 by 0) and counts in the means"
+        f"{groundtruth.split + 1}; its AP is 0 (the reference divides 0 by 0) and counts in the means"
         for c in np.flatnonzero(has_det & ~has_gt)
     )
     return TubeMetrics(groundtruth.labels, frame_ap, video_ap, warnings)
