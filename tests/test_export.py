@@ -93,8 +93,12 @@ def test_torchscript_matches_pytorch_without_size_inputs(model, tmp_path):
     got = export.run_exported(path, "torchscript", (clips,))
     _assert_outputs_close(got, _expected(model, 0.7, (clips,)))
     extra = {"evad.json": ""}
-    torch.jit.load(str(path), _extra_files=extra)
+    loaded = torch.jit.load(str(path), _extra_files=extra)
     assert json.loads(extra["evad.json"])["inputs"] == {"clips": [1, 3, 16, *SIZE]}
+    # Outputs are plain tensors even with gradients on (`.numpy()` works), and the model that was
+    # exported still trains.
+    assert not any(y.requires_grad for y in loaded(clips))
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_cli_exports_a_checkpoint_at_keep_rate_1_and_refuses_to_overwrite(model, tmp_path, capsys):
@@ -131,6 +135,7 @@ def test_cli_exports_a_checkpoint_at_keep_rate_1_and_refuses_to_overwrite(model,
         (["--checkpoint", "{tmp}/missing.pt"], "missing.pt: checkpoint not found"),
         (["--checkpoint", "{tmp}/missing.pt", "--num-classes", "3"], "--num-classes"),
         (["--model", "tiny", "--format", "torchscript", "--opset", "17"], "--opset"),
+        (["--model", "tiny", "--format", "torchscript", "--out", "{tmp}/m.onnx"], ".onnx is the onnx suffix"),
     ],
 )
 def test_cli_rejects_bad_arguments_with_one_line(args, message, tmp_path, capsys):

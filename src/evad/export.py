@@ -233,9 +233,18 @@ def export_torchscript(
     module, inputs = _prepare(model, img_size, keep_rate, batch_size, size_inputs)
     info = _metadata(module, inputs, "torchscript", metadata)
     extra = {f"{METADATA_KEY}.json": json.dumps(info)}
-    with _quiet_no_grad():
-        traced = torch.jit.trace(module, inputs, check_trace=False)
-        write_atomically(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files=extra))
+    # Saved without requires_grad, so that the loaded module's outputs are plain tensors
+    # (`.numpy()` works) whether or not the caller turns gradients off.
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with _quiet_no_grad():
+            traced = torch.jit.trace(module, inputs, check_trace=False)
+            write_atomically(path, lambda tmp: torch.jit.save(traced, tmp, _extra_files=extra))
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return info
 
 

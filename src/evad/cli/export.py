@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--opset applies to --format onnx only")
     if args.out is not None:  # fail before loading a model
         _refuse_existing(Path(args.out), args.overwrite)
+        for other, suffix in SUFFIXES.items():
+            if other != args.format and args.out.endswith(suffix):
+                raise UserError(
+                    f"--out {args.out}: {suffix} is the {other} suffix, but --format is {args.format}"
+                )
     loaded = _load(args)
     model = loaded.model.eval()
     try:
