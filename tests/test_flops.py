@@ -52,6 +52,8 @@ def test_cli_rejects_bad_arguments(capsys):
     assert "unknown model 'vit-q'" in capsys.readouterr().err
     assert main(["flops", "--model", "tiny", "--img-size", "70"]) == 2
     assert "multiples of the patch size 16" in capsys.readouterr().err
+    assert main(["flops", "--table", "--json", "--model", "tiny"]) == 2  # not silently ignored
+    assert "drop --model and --json" in capsys.readouterr().err
     for size in ("16", "-32"):  # too small for the pyramid's stride-32 level; negative
         assert main(["flops", "--model", "tiny", "--img-size", size]) == 2
         assert f"at least 32, got {size}x{size}" in capsys.readouterr().err

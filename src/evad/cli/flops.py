@@ -15,8 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Count GFLOPs as the paper does: one multiply-add = one FLOP, attention matmuls "
         "included, batch 1, square input. --table compares every setting the paper reports.",
     )
-    parser.add_argument("--model", default="vit-b", help="model preset (default: vit-b)")
-    parser.add_argument("--img-size", type=int, default=224, help="square input side in pixels")
+    parser.add_argument("--model", help="model preset (default: vit-b)")
+    parser.add_argument("--img-size", type=int, help="square input side in pixels (default: 224)")
     parser.add_argument("--keep-rate", type=float, default=None, help="token keep rate (default: preset's)")
     parser.add_argument("--num-classes", type=int, default=80)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -29,8 +29,19 @@ def run(args: argparse.Namespace) -> int:
     from evad.models import create_model
 
     if args.table:
+        options = {
+            "--model": args.model,
+            "--img-size": args.img_size,
+            "--keep-rate": args.keep_rate,
+            "--json": args.json or None,
+        }
+        given = [flag for flag, value in options.items() if value is not None]
+        if given:
+            raise UserError(f"--table counts every setting the paper reports; drop {' and '.join(given)}")
         print(paper_table(PAPER_GFLOPS, count_flops, create_model))
         return 0
+    args.model = "vit-b" if args.model is None else args.model
+    args.img_size = 224 if args.img_size is None else args.img_size
     try:
         model = create_model(args.model, num_classes=args.num_classes)
         report = count_flops(model, args.img_size, args.keep_rate)
