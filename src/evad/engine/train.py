@@ -282,6 +282,11 @@ RUN_FILES = (ckpt.LAST, ckpt.BEST, ckpt.CONFIG, LOG_FILE)
 OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
 
 
+def _earlier_run(out_dir: Path) -> list[str]:
+    """The files of an earlier run in `out_dir`."""
+    return [name for name in RUN_FILES if (out_dir / name).exists()]
+
+
 def _listing(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
@@ -291,7 +296,7 @@ def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path 
     folder or replace an earlier run's files without --overwrite."""
     if resume is not None and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
-    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
+    earlier = _earlier_run(out_dir)
     if resume == "auto":
         if (out_dir / ckpt.LAST).exists():
             return out_dir / ckpt.LAST
@@ -316,7 +321,7 @@ def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path 
 
 def _check_same_run(out_dir: Path, source: Path) -> None:
     """Refuse to resume a checkpoint from elsewhere into a folder that holds another run."""
-    earlier = [name for name in RUN_FILES if (out_dir / name).exists()]
+    earlier = _earlier_run(out_dir)
     if earlier and source.resolve().parent != out_dir.resolve():
         raise UserError(
             f"{out_dir} holds {_listing(earlier)} of another run; resuming {source} there would mix "
