@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 from evad.fileio import write_atomically, write_json_atomically
 
@@ -116,11 +115,8 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_as_lines():
         result = evaluate_ava_files(args.groundtruth, args.detections, args.labelmap, args.exclusions)
-    for warning in caught:
-        print(f"evad: warning: {warning.message}", file=sys.stderr)
 
     written = []
     if args.json is not None:

@@ -7,11 +7,10 @@ evad evaluate oracle --groundtruth ava_val_v2.2.csv --detections detections.csv 
 from __future__ import annotations
 
 import argparse
-import sys
-import warnings
 from pathlib import Path
 
 from evad.cli.evaluate_ava import _check_output, add_input_arguments
+from evad.cli.messages import warnings_as_lines
 from evad.fileio import write_json_atomically
 
 
@@ -34,11 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from evad.evaluation.oracle import oracle_analysis
 
     _check_output(args.json, args.overwrite)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_as_lines():
         result = oracle_analysis(args.groundtruth, args.detections, args.labelmap, args.exclusions)
-    for message in dict.fromkeys(str(w.message) for w in caught):
-        print(f"evad: warning: {message}", file=sys.stderr)
     base = result.detector.mean_ap
     print(f"{'':24s} frame-mAP   gain")
     print(f"{'detector':24s} {100 * base:9.2f}")
