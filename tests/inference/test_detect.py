@@ -202,3 +202,55 @@ def test_cli_runs_a_trained_checkpoint_with_its_classes(make_video, tmp_path):
     save_checkpoint(tmp_path / "weights.pt", {"model": model_state(model)})  # weights only
     with pytest.raises(UserError, match="not a checkpoint of `evad train`"):
         _cli([str(video), "--checkpoint", str(tmp_path / "weights.pt"), "--out", str(tmp_path / "o2")])
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--device", "tpu"], "must be cpu, cuda or cuda:N, got tpu"),
+        (["--rate", "inf"], "must be a finite number > 0"),
+    ],
+)
+def test_cli_rejects_unknown_devices_and_infinite_rates_in_one_line(video, tmp_path, capsys, option, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli([str(video), "--model", "tiny", "--out", str(tmp_path / "out"), *option])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_cli_never_replaces_an_input_video_even_with_overwrite(video, tmp_path):
+    out = tmp_path / "out"
+    (out / "clip").mkdir(parents=True)
+    previous = out / "annotated.mp4"  # an earlier run's result, given as the input
+    other = out / "clip" / "annotated.mp4"  # where the results of `video` (clip.mp4) would go
+    for path in (previous, other):
+        path.write_bytes(video.read_bytes())
+    argv = ["--model", "tiny", "--num-classes", "2", "--out", str(out), "--overwrite", "--no-progress"]
+    for videos in ([previous], [video, other]):
+        with pytest.raises(UserError, match="the input video would be replaced by"):
+            _cli([*map(str, videos), *argv])
+    assert previous.read_bytes() == other.read_bytes() == video.read_bytes()
+
+
+def test_cli_warnings_are_one_line_each(make_video, tmp_path, capsys):
+    from evad.cli import main
+
+    path = make_video(tmp_path / "full.mp4", num_frames=40, noise=True, faststart=True)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    argv = [str(cut), "--model", "tiny", "--num-classes", "2", "--short-side", "32", "--no-progress"]
+    assert main(["detect", *argv, "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("evad: warning: ") for line in err), err
+    assert any("cut.mp4: decoded" in line for line in err)
+
+
+def test_the_device_option_takes_a_numbered_gpu():
+    import argparse
+
+    from evad.cli.arguments import device
+
+    assert [device(d) for d in ("cpu", "cuda", "cuda:1")] == ["cpu", "cuda", "cuda:1"]
+    for bad in ("tpu", "cuda:x", "cuda:"):
+        with pytest.raises(argparse.ArgumentTypeError, match="cpu, cuda or cuda:N"):
+            device(bad)

@@ -27,6 +27,11 @@ def test_default_time_is_the_middle_and_times_outside_the_video_are_user_errors(
         read_keyframe_clip(video, 5.0)
 
 
+def test_default_time_of_a_one_frame_video_is_its_frame(make_video, tmp_path):
+    read = read_keyframe_clip(make_video(tmp_path / "one.mp4", num_frames=1))  # not 1/60 s, past the frame
+    assert (read.clip.keyframe, read.clip.time) == (0, 0.0)
+
+
 def test_decoding_stops_once_the_clip_is_complete(video, monkeypatch):
     decoded = []
     frames = VideoReader.frames

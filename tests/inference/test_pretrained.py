@@ -32,6 +32,20 @@ def test_a_checkpoint_brings_its_classes_and_input_settings(tmp_path):
     assert load_detector(tmp_path / "best.pt", short_side=64).inputs.short_side == 64
 
 
+def _labelmap(path, names):
+    path.write_text("".join(f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in names.items()))
+    return path
+
+
+def test_a_label_map_renames_a_checkpoints_classes_only_if_it_names_exactly_them(tmp_path):
+    path = _train_checkpoint(tmp_path / "best.pt")  # class ids 4 and 9
+    labelmap = _labelmap(tmp_path / "lm.pbtxt", {9: "go", 4: "stop"})
+    assert load_detector(path, labelmap=labelmap).class_names == ["stop", "go"]
+    _labelmap(labelmap, {4: "stop", 3: "jump"})  # used to name class 9 'turn around' from the checkpoint
+    with pytest.raises(UserError, match=r"lm.pbtxt: .*classes \(no name for id 9; not in the model: id 3\)"):
+        load_detector(path, labelmap=labelmap)
+
+
 def test_a_preset_has_random_weights_and_numbered_classes():
     loaded = load_detector(preset="tiny", num_classes=3)
     assert loaded.random_weights and loaded.class_ids == [1, 2, 3] and loaded.inputs.short_side == 256

@@ -82,6 +82,17 @@ def test_rate_keyframes_take_the_nearest_frame():
     assert [c.keyframe for c in ClipSampler(rate=10.0).clips(frames)] == [0, 1, 2, 3, 4]
 
 
+def test_millisecond_timestamps_give_the_keyframes_of_exact_ones(make_video, tmp_path):
+    # 90 frames at 30 fps last 3.00 s: keyframes at 0, 1 and 2 s, also where timestamps are rounded
+    # to the millisecond (MKV, WebM) and the last frame seems to end at 2.967 + 0.034 = 3.001 s.
+    frames = [Frame(i, round(i / 30, 3), i, np.zeros((1, 1, 3), np.uint8)) for i in range(90)]
+    assert [c.keyframe for c in ClipSampler(rate=1.0).clips(frames)] == [0, 30, 60]
+    mkv = make_video(
+        tmp_path / "v.mkv", num_frames=90, size=(16, 16), noise=True, container_format="matroska"
+    )
+    assert [c.keyframe for c in _clips(mkv, rate=1.0)] == [0, 30, 60]
+
+
 @pytest.mark.parametrize("sampler_args", [{"rate": 1.0}, {"stride": 8}, {"stride": 1}])
 def test_memory_is_bounded_by_the_clip_window(sampler_args):
     pulled = []
@@ -154,7 +165,8 @@ def test_complete_file_does_not_warn(video):
 
 
 def test_sampler_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="rate"):
-        ClipSampler(rate=0)
+    for rate in (0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="rate"):
+            ClipSampler(rate=rate)
     with pytest.raises(ValueError, match="stride"):
         ClipSampler(stride=0)

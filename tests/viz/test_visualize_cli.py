@@ -43,6 +43,29 @@ def test_tokens_picture_has_a_row_per_pruning_stage(video, tmp_path, capsys):
     assert "keyframe at 1.00 s (frame 20)" in printed and "192 -> 96" in printed  # middle of 2 s
 
 
+def test_the_default_time_of_a_one_frame_video_is_its_frame(tmp_path, capsys):
+    path = tmp_path / "one.mp4"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((64, 96, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    for kind in ("tokens", "attention"):
+        argv = ["visualize", kind, str(path), *TINY, "--out", str(tmp_path / f"{kind}.png")]
+        assert main([*argv, "--person-threshold", "0"] if kind == "attention" else argv) == 0
+        assert "keyframe at 0.00 s (frame 0)" in capsys.readouterr().out
+
+
+def test_an_unknown_device_is_a_one_line_error(video, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["visualize", "tokens", str(video), *TINY, "--out", str(tmp_path / "t.png"), "--device", "tpu"])
+    assert (
+        exit_info.value.code == 2
+        and "must be cpu, cuda or cuda:N, got tpu" in capsys.readouterr().err.splitlines()[-1]
+    )
+
+
 def test_the_picture_format_follows_the_file_name(video, tmp_path):
     out = tmp_path / "tokens.jpg"
     assert main(["visualize", "tokens", str(video), *TINY, "--out", str(out)]) == 0

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 from collections.abc import Callable
+
+
+def device(text: str) -> str:
+    """argparse type: "cpu", "cuda" or "cuda:N" (whether CUDA is there is checked later)."""
+    if text in ("cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, got {text}")
 
 
 def probability(text: str) -> float:
@@ -15,12 +24,12 @@ def probability(text: str) -> float:
 
 
 def positive(kind: type) -> Callable[[str], float]:
-    """argparse type: a `kind` (int or float) above 0."""
+    """argparse type: a finite `kind` (int or float) above 0."""
 
     def parse(text: str) -> float:
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error messages

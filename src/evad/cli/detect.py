@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import positive, probability
+from evad.cli.arguments import device, positive, probability
+from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--short-side", type=positive(int), help="input short side (default: the checkpoint's; 256)"
     )
     parser.add_argument("--batch", type=positive(int), default=4, help="clips per forward pass (default 4)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -100,6 +102,19 @@ def _output_dirs(videos: list[Path], out: Path) -> list[Path]:
             )
         stems[video.stem] = video
     return [out / video.stem for video in videos]
+
+
+def _refuse_replacing_inputs(videos: list[Path], out_dirs: list[Path]) -> None:
+    """Even with --overwrite, no result may replace an input video (`detect out/annotated.mp4`)."""
+    from evad.inference.detect import OUTPUT_FILES
+
+    for out_dir in out_dirs:
+        for output in (out_dir / name for name in OUTPUT_FILES):
+            for video in videos:
+                if output.exists() and os.path.samefile(output, video):
+                    raise UserError(
+                        f"{video}: the input video would be replaced by {output}; choose another --out"
+                    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         for video, out_dir in zip(videos, out_dirs, strict=True):  # fail before any model runs
             probe_video(video)
             check_output_dir(out_dir, args.overwrite)
-    loaded = load_model(args)
+        _refuse_replacing_inputs(videos, out_dirs)
+    with warnings_as_lines():
+        loaded = load_model(args)
     if args.example:
         from evad.inference.example import write_example_video
 
@@ -135,23 +152,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote a {EXAMPLE_SECONDS} s synthetic example video to {videos[0]}")
     for video, out_dir in zip(videos, out_dirs, strict=True):
         try:
-            result = detect_video(
-                loaded.model,
-                video,
-                out_dir,
-                loaded.class_names,
-                loaded.class_ids,
-                keep_rate=args.keep_rate,
-                person_threshold=args.person_threshold,
-                action_threshold=args.action_threshold,
-                rate=None if args.stride else args.rate,
-                stride=args.stride,
-                batch_size=args.batch,
-                **asdict(loaded.inputs),
-                device=args.device,
-                overwrite=args.overwrite,
-                progress=not args.no_progress,
-            )
+            with warnings_as_lines():
+                result = detect_video(
+                    loaded.model,
+                    video,
+                    out_dir,
+                    loaded.class_names,
+                    loaded.class_ids,
+                    keep_rate=args.keep_rate,
+                    person_threshold=args.person_threshold,
+                    action_threshold=args.action_threshold,
+                    rate=None if args.stride else args.rate,
+                    stride=args.stride,
+                    batch_size=args.batch,
+                    **asdict(loaded.inputs),
+                    device=args.device,
+                    overwrite=args.overwrite,
+                    progress=not args.no_progress,
+                )
         except ValueError as err:
             raise UserError(f"{video}: {err}") from None
         print(

@@ -11,8 +11,9 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import positive, probability
+from evad.cli.arguments import device, positive, probability
 from evad.cli.detect import add_model_arguments, load_model
+from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 from evad.fileio import make_dirs
 
@@ -42,7 +43,7 @@ def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument(
         "--short-side", type=positive(int), help="input short side (default: the checkpoint's; 256)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
@@ -103,10 +104,11 @@ def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]
             raise UserError(f"--keep-rate: {err}") from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available")
-    loaded = load_model(args)
-    read = read_keyframe_clip(
-        args.video, args.time, num_frames=loaded.model.backbone.num_frames, settings=loaded.inputs
-    )
+    with warnings_as_lines():
+        loaded = load_model(args)
+        read = read_keyframe_clip(
+            args.video, args.time, num_frames=loaded.model.backbone.num_frames, settings=loaded.inputs
+        )
     inputs = loaded.inputs
     clip = clips_to_batch([read.clip], inputs.mean, inputs.std, device=args.device)[0]  # (3, T, H, W)
     loaded.model.eval().to(args.device)

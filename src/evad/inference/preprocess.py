@@ -102,7 +102,7 @@ def read_keyframe_clip(
 
     Args:
         path: Video file.
-        time: Keyframe time in seconds from the first frame; the middle of the video if None.
+        time: Keyframe time in seconds from the first frame; the middle frame's if None.
         num_frames: Clip length T (the backbone's `num_frames`).
         settings: Resize rule and clip stride (`InputSettings` defaults if None).
 
@@ -113,8 +113,8 @@ def read_keyframe_clip(
     with VideoReader(path) as reader:
         info = reader.info
         duration = info.duration if info.duration is not None else _decoded_duration(path)
-        if time is None:
-            time = duration / 2
+        if time is None:  # the middle frame: half a 1-frame video's duration is past its only frame
+            time = round(duration * info.fps) // 2 / info.fps
         elif not 0 <= time < duration:
             raise UserError(f"{path}: --time {time:g} s is outside the video (it lasts {duration:.2f} s)")
         size, resize = frame_resizer(info.height, info.width, settings.short_side, settings.max_long_side)

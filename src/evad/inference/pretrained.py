@@ -76,11 +76,13 @@ def load_detector(
         checkpoint: best.pt / last.pt of `evad train`, or an evad weights folder (`evad convert`).
         preset: Model preset name, with random weights.
         num_classes: Action classes of `preset` (80 if None; the label map's count if given).
-        labelmap: AVA label map naming the classes (for a checkpoint: renames its stored classes).
+        labelmap: AVA label map naming the classes (for a checkpoint: renames its stored classes, and
+            must name exactly those ids).
         short_side: Input short side; the checkpoint's test size (or 256) if None.
 
     Raises:
-        UserError: For an unreadable checkpoint, an unknown preset, or no packaged model installed.
+        UserError: For an unreadable checkpoint, an unknown preset, no packaged model installed, or a
+            label map that does not name a checkpoint's class ids.
     """
     if checkpoint is None and preset is None:
         checkpoint = packaged_checkpoint()
@@ -118,7 +120,18 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
         from evad.evaluation.ava import read_labelmap
 
         names = read_labelmap(labelmap)
-        class_names = [names.get(c, name) for c, name in zip(class_ids, class_names, strict=True)]
+        unnamed = [c for c in class_ids if c not in names]
+        unknown = [c for c in names if c not in class_ids]
+        if unnamed or unknown:
+            parts = [
+                f"{what} {_ids(ids)}"
+                for what, ids in (("no name for", unnamed), ("not in the model:", unknown))
+                if ids
+            ]
+            raise UserError(
+                f"{labelmap}: does not name exactly the checkpoint's classes ({'; '.join(parts)})"
+            )
+        class_names = [names[c] for c in class_ids]
     model = build_model(config.model.model_config(len(class_ids)))
     ckpt.load_model_state(model, state["model"], str(path))
     data = config.data
@@ -130,3 +143,9 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
         std=tuple(data.std),
     )
     return LoadedModel(model, class_ids, class_names, inputs, str(path))
+
+
+def _ids(ids: list[int], shown: int = 5) -> str:
+    """``ids 3, 7`` or ``ids 1, 2, 3, 4, 5, ... (80)`` for a message."""
+    text = ", ".join(str(i) for i in ids[:shown])
+    return f"id{'s' if len(ids) > 1 else ''} {text}" + (f", ... ({len(ids)})" if len(ids) > shown else "")

@@ -13,6 +13,7 @@ rate 1), one every ``stride`` frames, or at given times (a picture of one moment
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,6 +26,9 @@ import numpy as np
 from evad.errors import UserError
 
 _EPS = 1e-6  # seconds; timestamps closer than this are equal
+# Seconds: MKV and WebM store millisecond timestamps, so a video's end estimated from its last two
+# frames may be off by up to 1.5 ms (each rounded by up to 0.5 ms).
+_ROUNDING = 2e-3
 
 
 class VideoDecodeWarning(UserWarning):
@@ -260,9 +264,10 @@ class _TimedKeyframes:
         return out
 
     def finish(self, end_time: float) -> list[tuple[int, float]]:
-        """Keyframe times after the last frame's timestamp but before the video's end."""
+        """Keyframe times after the last frame's timestamp but before the video's end (`end_time`,
+        estimated from rounded timestamps)."""
         out: list[tuple[int, float]] = []
-        while self.prev is not None and (t := self.time_of(self.k)) is not None and t < end_time - _EPS:
+        while self.prev is not None and (t := self.time_of(self.k)) is not None and t < end_time - _ROUNDING:
             self._emit(self.prev[0], t, out)
         return out
 
@@ -300,8 +305,8 @@ class ClipSampler:
         elif times is not None:
             times = tuple(sorted(float(t) for t in times))
             rate = None
-        elif rate is None or not rate > 0:
-            raise ValueError(f"rate must be > 0 keyframes per second, got {rate}")
+        elif rate is None or not 0 < rate < math.inf:
+            raise ValueError(f"rate must be a finite number > 0 keyframes per second, got {rate}")
         if num_frames < 1 or sampling_rate < 0:
             raise ValueError(
                 f"need num_frames >= 1 and sampling_rate >= 0, got {num_frames}, {sampling_rate}"
