@@ -1,9 +1,31 @@
 """Exceptions that the command line turns into a one-line message instead of a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class UserError(Exception):
     """Bad input from the user (a file, an argument, a config value).
 
     The message should name the file or argument and the problem in one line; `evad` prints it and
     exits with status 2.
+
+    Attributes:
+        every_process: Whether every process of a torchrun job raises this error alike (a bad
+            config, an output folder in use); the command line then prints it from rank 0 only.
     """
+
+    every_process: bool = False
+
+
+@contextmanager
+def raised_alike_by_every_process() -> Iterator[None]:
+    """Mark the UserErrors raised inside as `every_process` (code that reads only what every
+    process reads the same: the config, the output folder, a checkpoint)."""
+    try:
+        yield
+    except UserError as err:
+        err.every_process = True
+        raise

@@ -2,10 +2,13 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 from tiny_data import TinyDataset, loader
 
 import evad.engine.evaluate as evaluate_module
@@ -126,3 +129,36 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path):
     finally:
         os.close(write_end)
     assert done.returncode == 141 and done.stderr == b""
+
+
+def test_under_torchrun_only_rank_0_prints_what_every_process_would(
+    tmp_path, config_file, capsys, monkeypatch
+):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--config", str(config_file), "train.epohcs=2"]) == 2
+    assert capsys.readouterr().err == ""  # rank 0 says it
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--config", str(config_file), "train.epohcs=2"]) == 2
+    assert capsys.readouterr().err.count("unknown key 'train.epohcs'") == 1
+
+
+def test_sigterm_during_evaluation_saves_the_epoch(tmp_path, config_file, tiny_data, capsys, monkeypatch):
+    """SIGTERM (torchrun, SLURM, Kubernetes) stops training as Ctrl-C does: the epoch is kept."""
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+
+    def unhandled(signum, frame):  # without evad's handler the test fails instead of ending pytest
+        raise AssertionError("evad train did not handle SIGTERM")
+
+    monkeypatch.setattr(train_module, "evaluate", terminated)
+    original = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=2"]) == 130
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # evad's handler is gone afterwards
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert "evad: interrupted" in capsys.readouterr().err
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["global_step"] == 2 and state["eval_pending"]

@@ -180,16 +180,46 @@ def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
     assert load_config(out / "config.yaml").train.epochs == 2
 
 
-def test_a_failed_evaluation_keeps_the_epoch(tmp_path, monkeypatch):
+def test_a_failed_evaluation_keeps_the_epoch_and_is_owed_on_resume(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise UserError("frame file x.jpg cannot be decoded")
 
     monkeypatch.setattr(engine, "evaluate", broken)
     out = tmp_path / "run"
-    with pytest.raises(UserError, match="cannot be decoded"):
+    with pytest.raises(UserError, match="cannot be decoded") as err:
         train(make_config(out, "train.epochs=1"), data=make_data(tmp_path), progress=False)
+    assert not err.value.every_process  # raised in the epochs: one process's error under torchrun
     state = ckpt.load_checkpoint(out / "last.pt")
     assert state["epoch"] == 1 and state["global_step"] == 4 and state["best_metric"] is None
+    assert state["eval_pending"]
+    # The frame is fixed and the run resumed: the owed evaluation runs (this was the last epoch).
+    monkeypatch.undo()
+    result = train(
+        make_config(out, "train.epochs=1"), resume="auto", data=make_data(tmp_path), progress=False
+    )
+    assert result["best_metric"] is not None and (out / "best.pt").exists()
+    assert [r["epoch"] for r in read_log(out) if r["type"] == "eval"] == [1]
+    assert not ckpt.load_checkpoint(out / "last.pt")["eval_pending"]
+
+
+def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint(tmp_path):
+    # A preempted job requeued with the same command: config.yaml and a partial log, no last.pt.
+    out = tmp_path / "run"
+    out.mkdir()
+    config = make_config(out, "train.max_steps=1")
+    (out / "config.yaml").write_text(config.to_yaml())
+    (out / "log.jsonl").write_text('{"type": "train", "step": 1, "loss": 99.0}\n')
+    result = train(config, resume="auto", data=make_data(), progress=False)
+    assert result["global_step"] == 1 and 99.0 not in [r.get("loss") for r in read_log(out)]
+    # With another config in the folder it is not the same run: refused (see the test above).
+
+
+def test_setup_errors_are_the_same_on_every_process(tmp_path):
+    out = tmp_path / "run"
+    train(make_config(out, "train.max_steps=1"), data=make_data(), progress=False)
+    with pytest.raises(UserError, match="already holds") as err:
+        train(make_config(out, "train.max_steps=1"), data=make_data(), progress=False)
+    assert err.value.every_process  # printed by rank 0 only under torchrun
 
 
 def test_overwrite_removes_only_what_a_run_wrote(tmp_path):

@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def process_rank() -> int:
+    """This process's rank in a torchrun job (0 outside one): messages that every process would
+    print alike come from rank 0 only."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -55,10 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except UserError as err:
-        print(f"evad: error: {err}", file=sys.stderr)
+        if not (err.every_process and process_rank() != 0):
+            sys.stderr.write(f"evad: error: {err}\n")  # one write: other processes' lines stay whole
         return 2
     except KeyboardInterrupt:
-        print("evad: interrupted", file=sys.stderr)
+        if process_rank() == 0:  # Ctrl-C reaches every process of a torchrun job
+            sys.stderr.write("evad: interrupted\n")
         return 130
     except BrokenPipeError:
         # The reader of the output went away (`evad ... | head`): stop quietly, as Unix tools do,

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from evad.cli import process_rank
     from evad.engine.evaluate import evaluate_checkpoint
     from evad.errors import UserError
     from evad.weights.evad_format import is_weights_path
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    if process_rank() != 0:  # under torchrun every process has the summary
+        return 0
     print(f"frame-mAP @ IoU 0.5: {100 * summary['frame_mAP']:6.2f} %   (keep rate {summary['keep_rate']:g})")
     for key, value in summary.items():
         if key.startswith(("mAP_", "video_mAP", "person_AP")):

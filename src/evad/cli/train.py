@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -36,19 +37,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    from evad.cli import process_rank
     from evad.config import load_config
     from evad.engine.train import train
+    from evad.errors import raised_alike_by_every_process
 
     logging.basicConfig(level=logging.INFO, format="evad: %(message)s", stream=sys.stderr)
-    config = load_config(args.config, args.overrides)
+    with raised_alike_by_every_process():
+        config = load_config(args.config, args.overrides)
+    # SIGTERM (what torchrun, SLURM and Kubernetes send) stops training as Ctrl-C does, so that an
+    # evaluation under way saves its epoch first.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"evad: error: {err}", file=sys.stderr)
         return 1
-    best = result["best_metric"]
-    shown = "n/a (no evaluation)" if best is None else f"{100 * best:.2f}"
-    print(f"trained {result['epochs']} epochs ({result['global_step']} steps); best frame-mAP {shown}")
-    print(f"outputs in {config.output_dir}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if process_rank() == 0:
+        best = result["best_metric"]
+        shown = "n/a (no evaluation)" if best is None else f"{100 * best:.2f}"
+        print(f"trained {result['epochs']} epochs ({result['global_step']} steps); best frame-mAP {shown}")
+        print(f"outputs in {config.output_dir}")
     return 0

@@ -40,7 +40,7 @@ from evad.config import Config, config_from_dict, load_config
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.checkpoint import unwrap
-from evad.errors import UserError
+from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs, write_atomically, write_json_atomically
 from evad.models.factory import ModelConfig, build_model
 from evad.models.postprocess import PostProcess
@@ -421,6 +421,55 @@ def evaluate_checkpoint(
         The summary of `evaluate` plus `out_dir` and the `keep_rate` used.
     """
     path = Path(checkpoint)
+    with raised_alike_by_every_process():
+        state, config, keep_rate, out_dir = _checkpoint_settings(
+            path, config_path, overrides, keep_rate, out_dir, overwrite
+        )
+
+    with raised_alike_by_every_process():
+        info = distributed.init_from_env(config.train.device)
+    try:
+        with raised_alike_by_every_process():
+            dataset, loader = data if data is not None else build_val_data(config)
+            num_classes = int(dataset.num_classes)
+            stored_classes = state.get("dataset", {}).get("num_classes")
+            if stored_classes is not None and stored_classes != num_classes:
+                raise UserError(
+                    f"{path}: the model predicts {stored_classes} classes, the validation set has "
+                    f"{num_classes}"
+                )
+            model_cfg = config.model.model_config(num_classes)
+            model = build_model(model_cfg)
+            ckpt.load_model_state(model, state["model"], str(path))
+        model.to(info.device)
+        amp = config.train.amp if info.device.type == "cuda" else "none"
+        summary = evaluate(
+            model,
+            loader,
+            dataset,
+            make_postprocess(config, model_cfg),
+            keep_rate=keep_rate,
+            out_dir=out_dir,
+            device=info.device,
+            amp=amp,
+            progress=progress,
+        )
+    finally:
+        distributed.cleanup(info)
+    used = keep_rate if keep_rate is not None else model_cfg.keep_rate
+    return {**summary, "out_dir": str(out_dir), "keep_rate": used}
+
+
+def _checkpoint_settings(
+    path: Path,
+    config_path: str | Path | None,
+    overrides: Sequence[str],
+    keep_rate: float | None,
+    out_dir: str | Path | None,
+    overwrite: bool,
+) -> tuple[dict[str, Any], Config, float | None, Path]:
+    """The checkpoint's state, the config (model section from the checkpoint), the keep rate and
+    the output folder of `evaluate_checkpoint`, refusing outputs that exist without `overwrite`."""
     model_overrides = [o for o in overrides if o.strip().startswith("model.")]
     if model_overrides:
         raise UserError(
@@ -453,33 +502,4 @@ def evaluate_checkpoint(
             f"{out_dir} already holds {' and '.join(existing)}; pass --overwrite to replace them or --out "
             "elsewhere"
         )
-
-    info = distributed.init_from_env(config.train.device)
-    try:
-        dataset, loader = data if data is not None else build_val_data(config)
-        num_classes = int(dataset.num_classes)
-        stored_classes = state.get("dataset", {}).get("num_classes")
-        if stored_classes is not None and stored_classes != num_classes:
-            raise UserError(
-                f"{path}: the model predicts {stored_classes} classes, the validation set has {num_classes}"
-            )
-        model_cfg = config.model.model_config(num_classes)
-        model = build_model(model_cfg)
-        ckpt.load_model_state(model, state["model"], str(path))
-        model.to(info.device)
-        amp = config.train.amp if info.device.type == "cuda" else "none"
-        summary = evaluate(
-            model,
-            loader,
-            dataset,
-            make_postprocess(config, model_cfg),
-            keep_rate=keep_rate,
-            out_dir=out_dir,
-            device=info.device,
-            amp=amp,
-            progress=progress,
-        )
-    finally:
-        distributed.cleanup(info)
-    used = keep_rate if keep_rate is not None else model_cfg.keep_rate
-    return {**summary, "out_dir": str(out_dir), "keep_rate": used}
+    return state, config, keep_rate, out_dir

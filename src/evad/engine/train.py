@@ -62,7 +62,7 @@ from evad.engine.evaluate import (
 )
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
 from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
-from evad.errors import UserError
+from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs
 from evad.losses import SetCriterion
 from evad.models.factory import build_criterion, build_model
@@ -291,24 +291,37 @@ def _listing(names: list[str]) -> str:
     return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path | None:
-    """The checkpoint to resume from (None: a new run), refusing whatever would mix two runs in one
-    folder or replace an earlier run's files without --overwrite."""
+def _resolve_resume(
+    out_dir: Path, resume: str | None, overwrite: bool, config_text: str
+) -> tuple[Path | None, bool]:
+    """The checkpoint to resume from (None: a new run) and whether an earlier run's files are to be
+    cleared first, refusing whatever would mix two runs in one folder or replace an earlier run's
+    files without --overwrite.
+
+    `--resume auto` in a folder whose run stopped before its first checkpoint (only config.yaml and
+    log.jsonl, the config the same as `config_text`) starts that run again: a job that is requeued
+    with the same command after a preemption then goes on.
+    """
     if resume is not None and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
     earlier = _earlier_run(out_dir)
     if resume == "auto":
         if (out_dir / ckpt.LAST).exists():
-            return out_dir / ckpt.LAST
-        if earlier:
+            return out_dir / ckpt.LAST, False
+        config_file = out_dir / ckpt.CONFIG
+        same_config = not config_file.exists() or config_file.read_text(encoding="utf-8") == config_text
+        if ckpt.BEST in earlier or not same_config:
             raise UserError(
                 f"{out_dir} holds {_listing(earlier)} of an earlier run but no {ckpt.LAST} to resume "
                 "from; pass --overwrite to start a new run there, or choose another output_dir"
             )
-        _info(f"no {out_dir / ckpt.LAST} to resume from; starting a new run")
-        return None
+        if earlier:
+            _info(f"{out_dir}: the run stopped before its first checkpoint; starting it again")
+        else:
+            _info(f"no {out_dir / ckpt.LAST} to resume from; starting a new run")
+        return None, bool(earlier)
     if resume is not None:
-        return Path(resume)
+        return Path(resume), False
     if earlier and not overwrite:
         advice = (
             "pass --resume auto to continue that run or --overwrite to start a new one there"
@@ -316,7 +329,7 @@ def _resolve_resume(out_dir: Path, resume: str | None, overwrite: bool) -> Path 
             else f"there is no {ckpt.LAST} to resume from: pass --overwrite to start a new run there"
         )
         raise UserError(f"{out_dir} already holds {_listing(earlier)}; {advice}")
-    return None
+    return None, overwrite
 
 
 def _check_same_run(out_dir: Path, source: Path) -> None:
@@ -423,11 +436,23 @@ def train(
         UserError: For an output directory with results but neither `resume` nor `overwrite`, or
             an unreadable or mismatching checkpoint.
     """
-    info = distributed.init_from_env(config.train.device)
+    with raised_alike_by_every_process():
+        info = distributed.init_from_env(config.train.device)
+    phase = _Phase()
     try:
-        return _train(config, info, resume, overwrite, data, progress)
+        return _train(config, info, resume, overwrite, data, progress, phase)
+    except UserError as err:
+        # Before the epochs every process reads the same config, files and checkpoint, so every
+        # process raises alike; a frame that fails to decode in training is one process's error.
+        err.every_process = err.every_process or not phase.training
+        raise
     finally:
         distributed.cleanup(info)
+
+
+@dataclass
+class _Phase:
+    training: bool = False
 
 
 def _train(
@@ -437,11 +462,12 @@ def _train(
     overwrite: bool,
     data: TrainData | None,
     progress: bool,
+    phase: _Phase,
 ) -> dict[str, Any]:
     tc = config.train
     out_dir = Path(config.output_dir)
     _check_creatable(out_dir)
-    resume_path = _resolve_resume(out_dir, resume, overwrite)
+    resume_path, clear = _resolve_resume(out_dir, resume, overwrite, config.to_yaml())
     state = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
     if state is not None:
         _check_same_run(out_dir, resume_path)
@@ -473,6 +499,7 @@ def _train(
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     start_epoch, global_step, best = 0, 0, None
+    owed_evaluation = False  # the last epoch's evaluation stopped before it finished
     if state is not None:
         stored = state.get("dataset", {}).get("num_classes")
         if stored is not None and stored != num_classes:
@@ -485,6 +512,7 @@ def _train(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, global_step, best = state["epoch"], state["global_step"], state.get("best_metric")
+        owed_evaluation = bool(state.get("eval_pending"))
         ckpt.set_rng_state(state["rng"])
         _info(f"resumed from {resume_path}: {start_epoch} epochs, {global_step} steps done")
 
@@ -495,7 +523,7 @@ def _train(
 
     if info.is_main:
         make_dirs(out_dir)
-        if state is None and overwrite:
+        if clear:
             _clear_outputs(out_dir)
         config.save(out_dir / ckpt.CONFIG)
     distributed.barrier()
@@ -516,20 +544,62 @@ def _train(
             "global_step": step,
         }
 
-    def save_last(epochs_done: int) -> None:
-        """The full training state after `epochs_done` epochs (rank 0 only)."""
+    def save_last(epochs_done: int, eval_pending: bool = False) -> None:
+        """The full training state after `epochs_done` epochs (rank 0 only); `eval_pending` marks
+        an evaluation of that epoch that a resumed run still owes."""
         training_state = {
             "best_metric": best,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": ckpt.rng_state(),
+            "eval_pending": eval_pending,
         }
         ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(epochs_done, global_step), **training_state})
 
+    def evaluate_epoch(epochs_done: int) -> dict[str, Any]:
+        """Evaluate, log, and keep `best.pt`; a failed or interrupted evaluation does not cost the
+        epoch's training: `last.pt` is saved first, owing the evaluation (every epoch reseeds, so
+        resuming from it stays exact)."""
+        nonlocal best
+        try:
+            result = evaluate(
+                model,
+                data.val_loader,
+                data.val_set,
+                postprocess,
+                keep_rate=config.eval.keep_rate,
+                out_dir=out_dir / EVAL_DIR,
+                device=device,
+                amp=amp,
+                progress=progress,
+            )
+        except BaseException:
+            if info.is_main:
+                save_last(epochs_done, eval_pending=True)
+                _info(f"evaluation after epoch {epochs_done} stopped; {out_dir / ckpt.LAST} holds the epoch")
+            raise
+        summary = {k: v for k, v in result.items() if k != "report"}
+        run_log.write({"type": "eval", "step": global_step, "epoch": epochs_done, **summary})
+        _info(f"epoch {epochs_done}: frame-mAP {100 * result[METRIC]:.2f}")
+        if best is None or result[METRIC] > best:
+            best = result[METRIC]
+            if info.is_main:
+                ckpt.save_checkpoint(
+                    out_dir / ckpt.BEST, {**snapshot(epochs_done, global_step), "metrics": summary}
+                )
+        return result
+
     metrics: dict[str, Any] | None = None
     done = start_epoch
+    phase.training = True
     try:
+        if owed_evaluation and data.val_loader is not None:
+            _info(f"evaluating epoch {start_epoch}, whose evaluation stopped before it finished")
+            metrics = evaluate_epoch(start_epoch)
+            if info.is_main:
+                save_last(start_epoch)
+            distributed.barrier()
         for epoch in range(start_epoch, tc.epochs):
             if tc.max_steps is not None and global_step >= tc.max_steps:
                 break
@@ -568,34 +638,7 @@ def _train(
             _info(f"epoch {done}/{tc.epochs}: loss {means.get('loss', float('nan')):.4f}")
 
             if data.val_loader is not None and (done % tc.eval_every == 0 or last):
-                try:
-                    metrics = evaluate(
-                        model,
-                        data.val_loader,
-                        data.val_set,
-                        postprocess,
-                        keep_rate=config.eval.keep_rate,
-                        out_dir=out_dir / EVAL_DIR,
-                        device=device,
-                        amp=amp,
-                        progress=progress,
-                    )
-                except BaseException:
-                    # A failed or interrupted evaluation does not cost the epoch's training: save
-                    # it first (every epoch reseeds, so resuming from it stays exact).
-                    if info.is_main:
-                        save_last(done)
-                        _info(f"evaluation after epoch {done} stopped; {out_dir / ckpt.LAST} holds the epoch")
-                    raise
-                summary = {k: v for k, v in metrics.items() if k != "report"}
-                run_log.write({"type": "eval", "step": global_step, "epoch": done, **summary})
-                _info(f"epoch {done}: frame-mAP {100 * metrics[METRIC]:.2f}")
-                if best is None or metrics[METRIC] > best:
-                    best = metrics[METRIC]
-                    if info.is_main:
-                        ckpt.save_checkpoint(
-                            out_dir / ckpt.BEST, {**snapshot(done, global_step), "metrics": summary}
-                        )
+                metrics = evaluate_epoch(done)
             if info.is_main and (done % tc.checkpoint_every == 0 or last):
                 save_last(done)
             distributed.barrier()
