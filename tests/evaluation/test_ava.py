@@ -66,6 +66,14 @@ def test_perfect_detector_scores_one(tmp_path):
     assert result.num_groundtruth == {1: 1, 12: 1, 17: 1, 79: 1}
 
 
+def test_a_label_map_that_is_not_avas_gets_no_ava_groups(tmp_path):
+    # The synthetic benchmark's ids 1-13 would all fall in "person movement (ids <= 14)".
+    labelmap = "".join(f'label {{\n  name: "c{i}"\n  label_id: {i}\n}}\n' for i in (1, 2, 13))
+    result = score(tmp_path, [f"v1,0902,{A},2"], [f"v1,0902,{A},2,0.9"], labelmap=labelmap)
+    assert result.mean_ap == 1.0
+    assert result.groups == {"person_movement": None, "object_manipulation": None, "person_interaction": None}
+
+
 def test_duplicate_is_a_false_positive(tmp_path):
     # Ranked: TP (A), duplicate of A -> FP, TP (B); 2 boxes. AP = 1/2 * 1 + 1/2 * 2/3.
     det = [f"v1,902,{A},1,0.9", f"v1,902,{A},1,0.8", f"v1,902,{B},1,0.7"]

@@ -64,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() != 0:  # under torchrun every process has the summary
         return 0
     print(f"frame-mAP @ IoU 0.5: {100 * summary['frame_mAP']:6.2f} %   (keep rate {summary['keep_rate']:g})")
+    ava_groups = any(v is not None for k, v in summary.items() if k.startswith("mAP_"))
     for key, value in summary.items():
+        if key.startswith("mAP_") and not ava_groups:  # a label map other than AVA's
+            continue
         if key.startswith(("mAP_", "video_mAP", "person_AP")):
             shown = "   n/a" if value is None else f"{100 * value:6.2f}"
             print(f"  {key:<28} {shown} %")

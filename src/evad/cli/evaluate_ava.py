@@ -86,7 +86,8 @@ def _read_result_json(path: Path) -> dict[str, Any]:
 def format_report(result: AvaResult) -> str:
     """The printed report: mAP, group means and a per-class table (AP in %)."""
     lines = [f"frame-mAP @ IoU 0.5: {100 * result.mean_ap:6.2f} %   ({len(result.per_class)} classes)"]
-    for group, value in result.groups.items():
+    groups = result.groups if any(v is not None for v in result.groups.values()) else {}  # not AVA's map
+    for group, value in groups.items():
         shown = "   n/a" if value is None else f"{100 * value:6.2f}"
         lines.append(f"  {_GROUP_TITLES.get(group, group):<30} {shown} %")
     width = max([len(name) for name in result.class_names.values()] + [len("class")])

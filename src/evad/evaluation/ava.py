@@ -529,7 +529,8 @@ class AvaResult:
     Attributes:
         mean_ap: Mean AP over the label map's classes that have ground truth (a fraction).
         per_class: AP of each of those classes, by class id.
-        groups: Mean AP of the classes of each of :data:`GROUPS` (None if it has none).
+        groups: Mean AP of the classes of each of :data:`GROUPS` (None if it has none, and all None
+            for a label map with no id beyond the first group, which is not AVA's).
         class_names: Name of each evaluated class.
         num_groundtruth: Ground-truth boxes per evaluated class.
         num_detections: Scored detections per evaluated class (after the cap).
@@ -898,7 +899,7 @@ def _score(gt: _GroundTruth, det: AvaTable) -> AvaResult:
     return AvaResult(
         mean_ap=_mean_ap(per_class, int(gt.class_ids[-1])),
         per_class=per_class,
-        groups=_group_means(per_class),
+        groups=_group_means(per_class, int(gt.class_ids[-1])),
         class_names={k: gt.names[k] for k in per_class},
         num_groundtruth={k: int(gt.num_gt[c]) for c, k in enumerate(gt.class_ids.tolist()) if k in per_class},
         num_detections=num_detections,
@@ -915,9 +916,14 @@ def _mean_ap(per_class: Mapping[int, float], largest_id: int) -> float:
     return float(np.nanmean(padded))
 
 
-def _group_means(per_class: Mapping[int, float]) -> dict[str, float | None]:
+def _group_means(per_class: Mapping[int, float], largest_id: int) -> dict[str, float | None]:
+    """Mean AP per AVA group; all None for a label map whose ids stop within the first group (not
+    AVA's: the synthetic benchmark's 13 classes would all count as person movement)."""
     means: dict[str, float | None] = {}
     for name, (low, high) in GROUPS.items():
+        if largest_id <= GROUPS["person_movement"][1]:
+            means[name] = None
+            continue
         values = [ap for class_id, ap in per_class.items() if low <= class_id <= high]
         means[name] = float(np.mean(values)) if values else None
     return means
