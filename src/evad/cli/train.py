@@ -10,6 +10,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,14 +53,16 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
     # SIGTERM (what torchrun, SLURM and Kubernetes send) stops training as Ctrl-C does, so that an
     # evaluation under way saves its epoch first.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except FloatingPointError as err:
         print(f"evad: error: {err}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if process_rank() == 0:
         best = result["best_metric"]
         shown = "n/a (no evaluation)" if best is None else f"{100 * best:.2f}"
