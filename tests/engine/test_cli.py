@@ -162,3 +162,40 @@ def test_sigterm_during_evaluation_saves_the_epoch(tmp_path, config_file, tiny_d
     assert "evad: interrupted" in capsys.readouterr().err
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["global_step"] == 2 and state["eval_pending"]
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                "you tried to allocate 76800000000 bytes. Error code 12 (Cannot allocate memory)"
+            ),
+            "evad: error: out of CPU memory: one allocation needed 71.5 GiB;",
+        ),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total"),
+            "evad: error: out of GPU memory: one allocation needed 2.00 GiB;",
+        ),
+    ],
+)
+def test_running_out_of_memory_is_one_line(error, line, monkeypatch, capsys):
+    """A batch or input too big for the machine is a resource limit, not a bug: no traceback."""
+
+    def allocate(args):
+        raise error
+
+    monkeypatch.setattr("evad.cli.flops.run", allocate)
+    assert main(["flops", "--model", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1
+
+
+def test_other_runtime_errors_keep_their_traceback(monkeypatch):
+    def broken(args):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr("evad.cli.flops.run", broken)
+    with pytest.raises(RuntimeError, match="mat1"):
+        main(["flops", "--model", "tiny"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -73,7 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and let nothing else write into the closed pipe at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE
+    except RuntimeError as err:
+        message = out_of_memory_message(err)
+        if message is None:
+            raise
+        sys.stderr.write(f"evad: error: {message}\n")
+        return 1
     return int(result or 0)
+
+
+def out_of_memory_message(err: BaseException) -> str | None:
+    """One line for a failed allocation (CUDA's `torch.OutOfMemoryError` or the CPU allocator's
+    RuntimeError), None for any other error: a resource limit, not a bug, needs no traceback."""
+    text = str(err)
+    cpu = "DefaultCPUAllocator: can't allocate memory" in text
+    if not cpu and type(err).__name__ != "OutOfMemoryError":
+        return None
+    size = re.search(r"allocate (\d+) bytes", text)  # CPU: "tried to allocate 4000000000000 bytes"
+    if size is not None:
+        amount = f"{int(size.group(1)) / 2**30:.1f} GiB"
+    else:
+        size = re.search(r"allocate ([\d.]+ [KMGT]iB)", text)  # CUDA: "Tried to allocate 2.00 GiB"
+        amount = size.group(1) if size else "more memory"
+    device = "CPU" if cpu else "GPU"
+    return (
+        f"out of {device} memory: one allocation needed {amount}; "
+        "use a smaller batch size, input size or clip length"
+    )
 
 
 if __name__ == "__main__":
