@@ -73,6 +73,21 @@ def test_transposed_fused_scores_equal_the_explicit_map(dtype, spread):
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4 * expected.max().item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_transposed_scores_take_rows_of_weight_zero(dtype):
+    """One-hot weights (the CLS-token ablation) and keyframe_weight=0 leave rows out; they must
+    not turn every score into NaN."""
+    torch.manual_seed(0)
+    B, H, N, D = 2, 3, 30, 16
+    q, k = torch.randn(B, H, N, D).to(dtype), torch.randn(B, H, N, D).to(dtype)
+    attn = (q.double() * D**-0.5 @ k.double().transpose(-2, -1)).softmax(dim=-1)
+    for weights in (torch.eye(N)[0], importance_row_weights(N, 10, keyframe_weight=0.0)):
+        assert (weights == 0).any()
+        expected = column_scores(attn, weights.double()).float()
+        scores = transposed_attention_scores(q, k, weights, cpu_attention_with_lse)
+        torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4 * expected.max().item())
+
+
 @pytest.mark.parametrize("grad", [False, True])
 def test_transposed_road_equals_the_explicit_map(grad):
     """`forward_with_scores` as it runs on the CPU by default (CUDA's road, with the CPU's kernel)."""

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from evad.layers.attention import scoring_method
 from evad.models import create_model
 from evad.models.heads.classification import scatter_tokens
 from evad.models.vit import VideoViT
@@ -130,6 +131,22 @@ def test_ablation_strategies(pruning):
         assert (out.indices[:, :ns] == torch.arange(64, 80)).all()
     assert out.tokens.shape[1] == out.num_tokens[-1]
     assert all(m.shape == (2, 32, 4, 4) for m in out.keyframe_maps)
+
+
+@pytest.mark.parametrize("settings", [{"pruning": "cls"}, {"keyframe_weight": 0.0}])
+def test_rows_of_weight_zero_keep_the_same_tokens_on_both_scoring_roads(settings):
+    """The CLS ablation weights one row, keyframe_weight=0 none of the keyframe's: the default fused
+    road must keep the tokens the explicit attention map picks."""
+    torch.manual_seed(0)
+    vit = narrow_vit(depth=4, prune_layers=(1, 2, 3), tap_layers=(0, 1, 2, 3), **settings)
+    clips = torch.randn(2, 3, 16, 64, 64)
+    with torch.no_grad():
+        with scoring_method("transposed"):
+            fused = vit(clips, keep_rate=0.5)
+        with scoring_method("blockwise"):
+            explicit = vit(clips, keep_rate=0.5)
+    assert torch.equal(fused.indices, explicit.indices)
+    torch.testing.assert_close(fused.tokens, explicit.tokens)
 
 
 def test_unified_pruning_can_drop_keyframe_tokens():

@@ -203,7 +203,7 @@ def transposed_attention_scores(
 
     Args:
         q, k: (B, heads, N, head_dim) queries and keys (unscaled).
-        row_weights: (N,) positive weight of each query row.
+        row_weights: (N,) non-negative weight of each query row.
         attend: ``(q, k, v, scale) -> (output, log-sum-exp (B, heads, >= N))``, a fused attention
             kernel that takes any head size that is a multiple of 8.
         logsumexp: The log-sum-exp of the rows of q k^T * scale, if already known.
@@ -216,10 +216,15 @@ def transposed_attention_scores(
     if logsumexp is None:
         _, logsumexp = attend(q, k, torch.zeros_like(q), scale)
     bias = (row_weights.float().log() - logsumexp[..., :N].float()) / scale  # (B, H, N)
+    # A row of weight 0 (the CLS-token ablation, keyframe_weight=0) has bias -inf: it goes whole
+    # into the first part, as -inf - -inf would make the other two NaN.
+    counted = torch.isfinite(bias)
+    bias = bias.where(counted, 0.0)
     parts = []
     for _ in range(3):
         parts.append(bias.to(q.dtype))
         bias = bias - parts[-1].float()
+    parts[0] = parts[0].masked_fill(~counted, float("-inf"))
     pad = q.new_zeros(B, H, N, 5)  # 3 + 5 extra channels: the head size stays a multiple of 8
     keys = torch.cat([q, torch.stack(parts, dim=-1), pad], dim=-1)  # (B, H, N, D + 8)
     queries = torch.cat([k, torch.ones_like(pad[..., :3]), pad], dim=-1)  # (B, H, N, D + 8)
