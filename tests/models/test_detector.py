@@ -41,6 +41,21 @@ def test_forward_returns_the_same_prediction_dict_in_both_modes(training):
     assert out["image_sizes"].tolist() == [[64.0, 64.0], [48.0, 64.0]]
 
 
+def test_boxes_stay_float32_under_bf16_autocast():
+    """bf16 holds pixels past 256 only to 2 or 4: the boxes of every stage are decoded in float32."""
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    clips, _ = _batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(clips)
+    assert out["pred_logits"].dtype == torch.bfloat16  # autocast did act
+    assert out["pred_boxes"].dtype == torch.float32
+    assert out["aux_outputs"][0]["pred_boxes"].dtype == torch.float32
+    stage = model.localization.stages[0]
+    boxes = torch.tensor([[301.0, 257.0, 503.0, 611.0]])
+    zero = torch.zeros(1, 4, dtype=torch.bfloat16)
+    assert torch.equal(stage.apply_deltas(zero, boxes), boxes)
+
+
 def test_tiny_detector_overfits_one_batch():
     clips, targets = _batch()
     model = evad.create_model("tiny", num_classes=NUM_CLASSES)

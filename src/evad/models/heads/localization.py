@@ -132,8 +132,11 @@ class RCNNStage(nn.Module):
         return logits, new_boxes, x.view(B, Q, d)
 
     def apply_deltas(self, deltas: Tensor, boxes: Tensor) -> Tensor:
-        """Decode (dx, dy, dw, dh) against xyxy boxes, Faster R-CNN style with weights (2, 2, 1, 1)."""
-        boxes = boxes.to(deltas.dtype)
+        """Decode (dx, dy, dw, dh) against xyxy boxes, Faster R-CNN style with weights (2, 2, 1, 1).
+
+        Always in float32: under bf16 autocast, coordinates past 256 pixels would snap to 2 or 4
+        pixels, and fp16 would overflow exp() at the clamp."""
+        deltas, boxes = deltas.float(), boxes.float()
         widths = boxes[:, 2] - boxes[:, 0]
         heights = boxes[:, 3] - boxes[:, 1]
         ctr_x = boxes[:, 0] + 0.5 * widths
@@ -186,7 +189,7 @@ class QueryLocalizationHead(nn.Module):
             Per stage, person logits (B, Q, 2) and boxes (B, Q, 4) in input pixels (xyxy).
         """
         B = image_sizes.shape[0]
-        whwh = image_sizes.flip(-1).repeat(1, 2).to(features[0].dtype)  # (h, w) -> (w, h, w, h)
+        whwh = image_sizes.flip(-1).repeat(1, 2).float()  # (h, w) -> (w, h, w, h); boxes stay float32
         boxes = box_cxcywh_to_xyxy(self.init_proposal_boxes.weight)[None] * whwh[:, None]  # (B, Q, 4)
         pro_features = self.init_proposal_features.weight[None].repeat(B, 1, 1)  # (Q, d) -> (B, Q, d)
         outputs = []
