@@ -56,6 +56,28 @@ def test_boxes_stay_float32_under_bf16_autocast():
     assert torch.equal(stage.apply_deltas(zero, boxes), boxes)
 
 
+def test_action_classifier_without_hidden_layers():
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES, act_layers=0).eval()
+    clips, _ = _batch()
+    with torch.no_grad():
+        assert model(clips)["action_logits"].shape == (2, 10, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_decoder_position_table_follows_the_backbone_quirk(official):
+    """The official code uses both tables as laid out for any grid with the table's cell count
+    (2 x 8 for the tiny preset's 4 x 4): reproduced only for its released checkpoints."""
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES, official_pos_resize=official)
+    backbone, head = model.backbone, model.classification
+    for table, laid_out in (
+        (backbone.position_table(2, 8), backbone.pos_table),
+        (head.position_table(2, 8), head.pos_table),
+    ):
+        assert table.shape == laid_out.shape
+        assert torch.equal(table, laid_out) == official
+    assert not torch.equal(head.position_table(3, 8)[:16], head.pos_table[:16])  # other counts resize
+
+
 def test_tiny_detector_overfits_one_batch():
     clips, targets = _batch()
     model = evad.create_model("tiny", num_classes=NUM_CLASSES)

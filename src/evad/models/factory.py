@@ -75,6 +75,8 @@ class ModelConfig:
     act_layers: int = 1  # hidden layers of each decoder block's action classifier
     actor_pooler_resolution: int = 7  # 3-D RoIAlign output per slice (official ROI_XFORM_RESOLUTION)
     roi_extend: tuple[float, float] = (0.4, 0.2)
+    # Quirks of the official code, reproduced only for its released checkpoints (`evad convert`
+    # sets them): its token scatter order and its skip of the position-table resize.
     official_token_order: bool = False
     official_pos_resize: bool = False
     # Loss weights (SPEC section 5).
@@ -84,14 +86,10 @@ class ModelConfig:
     no_object_weight: float = 0.1
 
 
-def _preset(**kwargs) -> ModelConfig:
-    return ModelConfig(**kwargs)
-
-
 _LARGE = {"ce": 2.0, "bbox": 5.0, "giou": 2.0, "action": 6.0}
 
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": _preset(
+    "tiny": ModelConfig(
         embed_dim=64,
         depth=4,
         num_heads=2,
@@ -111,9 +109,9 @@ PRESETS: dict[str, ModelConfig] = {
         decoder_drop_path=0.0,
         act_dim=64,
     ),
-    "vit-s": _preset(embed_dim=384, depth=12, num_heads=6),
-    "vit-b": _preset(),
-    "vit-l": _preset(
+    "vit-s": ModelConfig(embed_dim=384, depth=12, num_heads=6),
+    "vit-b": ModelConfig(),
+    "vit-l": ModelConfig(
         embed_dim=1024,
         depth=24,
         num_heads=16,
@@ -125,7 +123,7 @@ PRESETS: dict[str, ModelConfig] = {
         decoder_heads=8,
         loss_weights=_LARGE,
     ),
-    "vit-h": _preset(
+    "vit-h": ModelConfig(
         embed_dim=1280,
         depth=32,
         num_heads=16,
@@ -206,6 +204,7 @@ def build_action_head(cfg: ModelConfig) -> nn.Module:
         patch_size=cfg.patch_size,
         table_grid=(cfg.num_frames // cfg.tubelet_size, grid, grid),
         official_token_order=cfg.official_token_order,
+        official_pos_resize=cfg.official_pos_resize,
         fused_attention=cfg.fused_attention,
     )
 

@@ -126,7 +126,7 @@ class DecoderBlock(Block):
             layers += [nn.Linear(act_dim if i else dim, act_dim, bias=False), nn.LayerNorm(act_dim)]
             layers.append(nn.ReLU(inplace=True))
         self.act_module = nn.ModuleList(layers)
-        self.action_logits = nn.Linear(act_dim, num_classes)
+        self.action_logits = nn.Linear(act_dim if act_layers else dim, num_classes)
 
     def classify(self, actors: Tensor) -> Tensor:
         for layer in self.act_module:
@@ -154,6 +154,8 @@ class ContextRefinementHead(nn.Module):
         table_grid: (t, h, w) the decoder position table is laid out for.
         official_token_order: Reproduce the official scatter quirk (see
             `evad.layers.token_pruning.official_token_order`); only for released KTP checkpoints.
+        official_pos_resize: Reproduce the official skip of the position-table resize for grids
+            with as many cells as the table's, as `VideoViT` does; only for released checkpoints.
         fused_attention: Fused attention in the decoder blocks.
     """
 
@@ -174,15 +176,19 @@ class ContextRefinementHead(nn.Module):
         patch_size: int = 16,
         table_grid: tuple[int, int, int] = (8, 14, 14),
         official_token_order: bool = False,
+        official_pos_resize: bool = False,
         fused_attention: bool = True,
     ) -> None:
         super().__init__()
         self.pooler = ActorPooler(roi_extend, pooler_resolution, sampling_ratio, patch_size)
         self.table_grid = table_grid
         self.official_token_order = official_token_order
+        self.official_pos_resize = official_pos_resize
         self.encoder_to_decoder = nn.Linear(encoder_dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        # Xavier like every other matrix of the head: the official head re-initialises all its
+        # parameters of more than one dimension so, the mask token included (U(+-0.088) at Cd=384).
+        nn.init.xavier_uniform_(self.mask_token)
         t, h, w = table_grid
         self.register_buffer("pos_table", sinusoid_table(t * h * w, decoder_dim), persistent=False)
         self._resized_tables = ResizedTables()
@@ -244,12 +250,19 @@ class ContextRefinementHead(nn.Module):
             indices = official_token_order(indices, h * w)
         x = self.encoder_to_decoder(tokens)  # (B, M, Cd)
         Cd = x.shape[-1]
-        pos = self._resized_tables.get(self.pos_table, self.table_grid, (h, w)).to(x.dtype)  # (t*h*w, Cd)
+        pos = self.position_table(h, w).to(x.dtype)  # (t*h*w, Cd)
         dense = scatter_tokens(x, indices, grid, fill=self.mask_token)
         dense = dense + pos.t().reshape(1, Cd, t, h, w)  # (t*h*w, Cd) -> (1, Cd, t, h, w)
 
         actors = self.pooler(dense, boxes, image_sizes)  # (B, Q, Cd)
         return torch.cat([x + pos[indices], actors], dim=1), indices  # actors get no position
+
+    def position_table(self, h: int, w: int) -> Tensor:
+        """The (t*h*w, Cd) decoder position table for an h x w token grid."""
+        _, gh, gw = self.table_grid
+        if self.official_pos_resize and h * w == gh * gw:
+            return self.pos_table  # the official quirk: same token count, table used as laid out
+        return self._resized_tables.get(self.pos_table, self.table_grid, (h, w))
 
     def decoder_attention(
         self,
