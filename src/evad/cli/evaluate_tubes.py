@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frame_stride > 1:  # (video index, frame) of every scored frame
         step = args.frame_stride
         pairs = [(v, f) for v, n in enumerate(groundtruth.nframes) for f in range(1, int(n) + 1, step)]
-        frames = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        frames = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)  # F (video, frame) pairs -> (F, 2)
     metrics = tubes.evaluate_tubes(groundtruth, detections, thresholds, frames=frames)
 
     for warning in metrics.warnings:

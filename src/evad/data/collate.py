@@ -92,9 +92,10 @@ def collate(samples: Sequence[Mapping[str, Any]], size_divisor: int = 32) -> Bat
         clip[:, :, :h, :w] = sample["clip"]
     return Batch(
         clips=clips,
-        image_sizes=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),
+        image_sizes=torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2),  # B (h, w) -> (B, 2)
         targets=[{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
         videos=[str(s["video"]) for s in samples],
         timestamps=[int(s["timestamp"]) for s in samples],
+        # B (H0, W0) -> (B, 2)
         orig_sizes=torch.tensor([tuple(s["orig_size"]) for s in samples], dtype=torch.int64).reshape(-1, 2),
     )

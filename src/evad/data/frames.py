@@ -127,7 +127,8 @@ class FrameFolders:
             and len(text) == width * len(digits)
             and all(len(d) == width for d in digits)
         ):
-            # Zero-padded digits of one width, vectorised: an AVA folder holds 27,000 frames.
+            # (F*width,) bytes -> (F, width) digits. Zero-padded digits of one width, vectorised:
+            # an AVA folder holds 27,000 frames.
             chars = np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(-1, width) - ord("0")
             if np.all(chars < 10):  # non-digits wrapped around below 0
                 numbers = np.sort(chars @ 10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
@@ -137,7 +138,7 @@ class FrameFolders:
         return np.asarray(sorted(n for n in exact if n >= 1), dtype=np.int64)
 
     def check(self, video: str, numbers: np.ndarray) -> None:
-        numbers = np.asarray(numbers).reshape(-1)
+        numbers = np.asarray(numbers).reshape(-1)  # (*shape) -> (N,) frame numbers
         missing = (numbers < 1) | (numbers > self._last[video])
         if video in self._present:
             missing |= ~np.isin(numbers, self._present[video])
@@ -213,7 +214,7 @@ class VideoFiles:
         return count
 
     def check(self, video: str, numbers: np.ndarray) -> None:
-        numbers = np.asarray(numbers).reshape(-1)
+        numbers = np.asarray(numbers).reshape(-1)  # (*shape) -> (N,) frame numbers
         missing = (numbers < 1) | (numbers > self._last[video])
         if missing.any():
             number = int(numbers[np.argmax(missing)])

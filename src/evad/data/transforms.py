@@ -83,6 +83,7 @@ def jitter_colors(planar: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     """
     brightness, contrast, saturation = (np.float32(f) for f in factors)
     x = planar.astype(np.float32) * brightness
+    # (3,) -> (3, 1, 1, 1): luma weights broadcast over the (3, T, h, w) clip
     weights = np.array([0.299, 0.587, 0.114], np.float32).reshape(3, 1, 1, 1)
     x = np.clip(x, 0, 255)
     grey = (x * weights).sum(0, keepdims=True)  # (1, T, h, w)
@@ -166,6 +167,7 @@ class ClipTransform:
         clip = normalize_clip(planar, self.mean, self.std)
         return (
             clip,
+            # (M, 4), or (0,) with no boxes -> (M, 4)
             torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).reshape(-1, 4),
             (height, width),
         )

@@ -193,5 +193,5 @@ def _merge_identical_boxes(
     keys = np.column_stack([keyframe.astype(np.float64), boxes.astype(np.float64)])  # (R, 5)
     unique, inverse = np.unique(keys, axis=0, return_inverse=True)  # sorted by keyframe first
     labels = np.zeros((len(unique), num_classes), dtype=bool)
-    labels[inverse.reshape(-1), columns] = True
+    labels[inverse.reshape(-1), columns] = True  # (R,), or (R, 1) on NumPy 2.0.0 -> (R,)
     return unique[:, 0].astype(np.int64), unique[:, 1:], labels

@@ -257,7 +257,7 @@ def evaluate_tube_detections(
         frame.append(np.full(k * c, item.timestamp, dtype=np.int64))
         label.append(np.tile(labels, k))
         boxes.append(np.repeat(item.boxes, c, axis=0))  # (K, 4) -> (K * C, 4), box-major rows
-        scores.append(item.action_scores.reshape(-1))
+        scores.append(item.action_scores.reshape(-1))  # (K, C) -> (K * C,), box-major rows
     detections = FrameDetections(
         video=np.concatenate([*video, np.zeros(0, np.int64)]),
         frame=np.concatenate([*frame, np.zeros(0, np.int64)]),
@@ -268,7 +268,7 @@ def evaluate_tube_detections(
     frames = None
     if getattr(dataset, "stride", 1) > 1:  # every n-th test frame: score only those frames
         frames = np.asarray([(video_index[item.video], item.timestamp) for item in results], np.int64)
-        frames = frames.reshape(-1, 2)
+        frames = frames.reshape(-1, 2)  # (F, 2), or (0,) with no results -> (F, 2) (video, frame)
         logger.info("evaluation: one test frame in %d scored; video-mAP needs every frame", dataset.stride)
     metrics = evaluate_tubes(groundtruth, detections, frames=frames)
     for message in metrics.warnings:

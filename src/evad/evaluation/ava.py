@@ -289,7 +289,7 @@ def _parse_slow(source: str, allowed: tuple[int, ...]) -> AvaTable:
         source=source,
         keys=keys.keys,
         row_key=np.asarray(row_key, dtype=np.int64),
-        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4),  # (R, 4), or (0,) with no rows -> (R, 4)
         labels=np.asarray(labels, dtype=np.int64),
         scores=np.asarray(scores, dtype=np.float64),
         lines=np.asarray(lines, dtype=np.int64),
@@ -326,7 +326,7 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         The first index of each distinct row, and for each row the number of its distinct row.
     """
     hashed = rows[:, 0].copy()
-    for column in rows.T[1:]:  # wraps around; collisions are checked below
+    for column in rows.T[1:]:  # (N, k) -> (k-1, N); wraps around; collisions are checked below
         hashed *= np.uint64(0x9E3779B97F4A7C15)
         hashed += column
     _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
@@ -335,7 +335,7 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     by_appearance = np.argsort(first)
     number = np.empty_like(by_appearance)
     number[by_appearance] = np.arange(len(first))
-    return first[by_appearance], number[inverse.reshape(-1)]
+    return first[by_appearance], number[inverse.reshape(-1)]  # (N,), or (N, 1) on NumPy 2.0.0 -> (N,)
 
 
 def _parse_fast(data: bytearray, source: str, allowed: tuple[int, ...]) -> AvaTable | None:
@@ -363,7 +363,7 @@ def _parse_fast(data: bytearray, source: str, allowed: tuple[int, ...]) -> AvaTa
     ncols = allowed[-1]
     if len(commas) == (ncols - 1) * num_lines and num_lines:
         # Fast check that every line has exactly `ncols` fields.
-        per_line = commas.reshape(num_lines, ncols - 1)
+        per_line = commas.reshape(num_lines, ncols - 1)  # (L*(ncols-1),) -> (L, ncols-1) comma positions
         uniform = bool(np.all(per_line[:, 0] > line_start) and np.all(per_line[:, -1] < line_end))
     else:
         uniform = False
@@ -388,7 +388,7 @@ def _parse_fast(data: bytearray, source: str, allowed: tuple[int, ...]) -> AvaTa
     prefix = _gather(arr, line_start, prefix_end, multiple=8)
     if prefix is None:
         return None
-    words = prefix.view(np.uint64)  # (L, w/8): compare 8 bytes at a time
+    words = prefix.view(np.uint64)  # (L, w) uint8 -> (L, w/8) uint64: compare 8 bytes at a time
     run_start = np.flatnonzero(np.r_[True, np.any(words[1:] != words[:-1], axis=1)])
     first_run, run_prefix = _unique_rows(words[run_start])
     keys = _TimestampKeys(source)
@@ -467,7 +467,7 @@ def _to_float(chars: np.ndarray, source: str, lines: np.ndarray, column: int) ->
     values = _fixed_point(chars)
     if values is not None:
         return values
-    text = chars.view(f"S{chars.shape[1]}").ravel()
+    text = chars.view(f"S{chars.shape[1]}").ravel()  # (N, w) uint8 -> (N, 1) S{w} -> (N,) strings
     try:
         values = text.astype(np.float64)
     except ValueError:
@@ -490,7 +490,7 @@ def _to_int(chars: np.ndarray, source: str, lines: np.ndarray) -> np.ndarray:
             present = chars[:, j] != 0
             values[present] = values[present] * 10 + digits[present, j]
         return values
-    text = chars.view(f"S{chars.shape[1]}").ravel()
+    text = chars.view(f"S{chars.shape[1]}").ravel()  # (N, w) uint8 -> (N, 1) S{w} -> (N,) strings
     try:
         return text.astype(np.int64)
     except (ValueError, OverflowError):
@@ -615,7 +615,7 @@ def _simulate(table: AvaTable, rows: np.ndarray, capacity: int) -> tuple[np.ndar
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0), empty, np.zeros((0, 4))
     bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True]).tolist()
-    x1, y1, x2, y2 = table.boxes[rows].T.tolist()
+    x1, y1, x2, y2 = table.boxes[rows].T.tolist()  # (R, 4) -> (4, R)
     tuples = list(zip(table.scores[rows].tolist(), table.labels[rows].tolist(), y1, x1, y2, x2, strict=True))
     out_key, out_rank, out = [], [], []
     for lo, hi in itertools.pairwise(bounds):
@@ -623,6 +623,7 @@ def _simulate(table: AvaTable, rows: np.ndarray, capacity: int) -> tuple[np.ndar
         out.extend(kept)
         out_key.extend([int(keys[lo])] * len(kept))
         out_rank.extend(range(len(kept)))
+    # K (score, label, y1, x1, y2, x2) rows -> (K, 6)
     values = np.asarray(out, dtype=np.float64).reshape(-1, 6)
     return (
         np.asarray(out_key, dtype=np.int64),
@@ -700,7 +701,7 @@ def _prepare_groundtruth(
 
 def _check_groundtruth_boxes(table: AvaTable, rows: np.ndarray) -> None:
     """Inverted boxes make the official scorer fail; zero-area ones can never be matched."""
-    x1, y1, x2, y2 = table.boxes[rows].T
+    x1, y1, x2, y2 = table.boxes[rows].T  # (R, 4) -> (4, R)
     inverted = (x2 < x1) | (y2 < y1)
     if inverted.any():
         row = rows[np.argmax(inverted)]
@@ -1046,7 +1047,7 @@ class AvaEvaluator:
         if not len(video_ids) == len(seconds) == len(boxes) == len(scores):
             raise ValueError("video_ids, seconds, boxes and scores must have one entry per keyframe")
         for video_id, second, box, score in zip(video_ids, seconds, boxes, scores, strict=True):
-            box = _as_numpy(box).reshape(-1, 4)
+            box = _as_numpy(box).reshape(-1, 4)  # (P, 4), or (0,) with no boxes -> (P, 4)
             score = _as_numpy(score)
             if score.ndim != 2 or score.shape[0] != box.shape[0]:
                 raise ValueError(f"scores must be (P, C) for P = {box.shape[0]} boxes, got {score.shape}")
@@ -1065,7 +1066,7 @@ class AvaEvaluator:
                     np.full(num_boxes * num_classes, index, dtype=np.int64),
                     np.repeat(box, num_classes, axis=0),  # (P, 4) -> (P * C, 4), box-major rows
                     np.tile(class_ids, num_boxes),
-                    score.reshape(-1),
+                    score.reshape(-1),  # (P, C) -> (P * C,), box-major rows
                 )
             )
 

@@ -40,6 +40,7 @@ def distinct_boxes(table: AvaTable) -> dict[Key, np.ndarray]:
     out: dict[Key, set] = {}
     for k, box in zip(table.row_key.tolist(), np.round(table.boxes, 5), strict=True):
         out.setdefault(table.keys[k], set()).add(tuple(box.tolist()))
+    # n sorted (x1, y1, x2, y2) tuples -> (n, 4)
     return {key: np.array(sorted(boxes)).reshape(-1, 4) for key, boxes in out.items()}
 
 
@@ -70,6 +71,7 @@ def person_detections(
 ) -> AvaTable:
     """A person table from per-keyframe (n, 4) normalised boxes and their (n,) person scores."""
     row_key = np.concatenate([np.full(len(b), i, np.int64) for i, b in enumerate(boxes)] or [[]])
+    # per keyframe (n, 4), or (0,) with no boxes -> (n, 4); concatenated -> (N, 4)
     flat = np.concatenate([*(np.asarray(b, np.float64).reshape(-1, 4) for b in boxes), np.zeros((0, 4))])
     return AvaTable(
         source="person detections",
@@ -77,6 +79,7 @@ def person_detections(
         row_key=row_key.astype(np.int64),
         boxes=flat,
         labels=np.full(len(flat), PERSON, np.int64),
+        # per keyframe (*shape) -> (n,) person scores; concatenated -> (N,)
         scores=np.concatenate([*(np.asarray(s, np.float64).reshape(-1) for s in scores), np.zeros(0)]),
     )
 

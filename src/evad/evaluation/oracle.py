@@ -105,10 +105,10 @@ def oracle_tables(groundtruth: AvaTable, detections: AvaTable) -> tuple[AvaTable
     for key, rows in _groups(detections).items():
         # Distinct boxes of this keyframe: a detection is one box with a score per class.
         det_boxes, det_of_row = np.unique(detections.boxes[rows], axis=0, return_inverse=True)
-        det_of_row = det_of_row.reshape(-1)
+        det_of_row = det_of_row.reshape(-1)  # (R,), or (R, 1) on NumPy 2.0.0 -> (R,)
         truth = gt_rows.get(key, np.zeros(0, dtype=np.int64))
         gt_boxes, gt_of_row = np.unique(groundtruth.boxes[truth], axis=0, return_inverse=True)
-        gt_of_row = gt_of_row.reshape(-1)
+        gt_of_row = gt_of_row.reshape(-1)  # (G,), or (G, 1) on NumPy 2.0.0 -> (G,)
         match, iou = match_boxes(det_boxes, gt_boxes)
         matched = match[det_of_row] >= 0
         boxes[rows[matched]] = gt_boxes[match[det_of_row[matched]]]

@@ -211,6 +211,7 @@ def _write_csv(
         row_key.append(np.full(k * c, len(keys) - 1))
         boxes.append(np.repeat(normalised, c, axis=0))  # one row per (box, class)
         labels.append(np.tile(ids, k))
+        # (K, C) -> (K * C,), box-major rows
         scores.append(np.round(kf.action_scores.astype(np.float64), 6).reshape(-1))
     table = AvaTable(
         source=str(path),

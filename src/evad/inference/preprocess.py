@@ -67,6 +67,7 @@ def clips_to_batch(
     """
     x = torch.from_numpy(np.stack([c.frames for c in clips])).to(device)  # (B, T, H, W, 3) uint8
     x = x.permute(0, 4, 1, 2, 3).float().div_(255)  # (B, T, H, W, 3) -> (B, 3, T, H, W)
+    # mean and std (3,) -> (1, 3, 1, 1, 1)
     x = (x - x.new_tensor(mean).view(1, 3, 1, 1, 1)) / x.new_tensor(std).view(1, 3, 1, 1, 1)
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % size_divisor, -w % size_divisor

@@ -62,7 +62,7 @@ class IouTracker:
 
     def update(self, boxes: np.ndarray) -> np.ndarray:
         """Track ids (K,) for the (K, 4) xyxy boxes of the next keyframe."""
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)  # (K, 4), or (0,) if none -> (K, 4)
         pairs = greedy_iou_match(self._boxes, boxes, self.iou_threshold)
         ids = np.zeros(len(boxes), dtype=np.int64)
         for c in range(len(boxes)):

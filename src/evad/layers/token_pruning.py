@@ -89,7 +89,7 @@ def gather_tokens(x: Tensor, positions: Tensor) -> Tensor:
     """Gather tokens (B, N, C) or indices (B, N) at positions (B, K) along dim 1."""
     if x.ndim == 2:
         return x.gather(1, positions)
-    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, K) -> (B, K, C) rows
 
 
 def official_token_order(indices: Tensor, num_keyframe: int) -> Tensor:

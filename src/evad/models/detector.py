@@ -76,7 +76,7 @@ class EVAD(nn.Module):
         B, _, _, H, W = clips.shape
         check_input_size(H, W, self.backbone.patch_size)
         if image_sizes is None:
-            image_sizes = clips.new_tensor([H, W]).expand(B, 2)
+            image_sizes = clips.new_tensor([H, W]).expand(B, 2)  # (2,) -> (B, 2)
         image_sizes = image_sizes.to(device=clips.device, dtype=torch.float32)
         enc = self.backbone(clips, keep_rate=keep_rate)
         features = self.fpn(enc.keyframe_maps)

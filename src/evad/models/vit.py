@@ -198,7 +198,7 @@ class VideoViT(nn.Module):
             ]
         ).to(x.device)
         x = x[:, order]
-        indices = order.expand(B, -1)
+        indices = order.expand(B, -1)  # (N,) -> (B, N)
         num_tokens = [x.shape[1]]
 
         if self.pruning == "random" and rho < 1:
@@ -210,7 +210,7 @@ class VideoViT(nn.Module):
 
         prefix = 0
         if self.pruning == "cls":
-            x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)
+            x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)  # (B, 1 + N, C)
             prefix = 1
 
         keyframe_maps = []
@@ -258,7 +258,7 @@ class VideoViT(nn.Module):
         # Unified pruning may have dropped keyframe tokens: scatter the survivors, zeros elsewhere.
         local = indices - (t // 2) * ns
         local = torch.where((local >= 0) & (local < ns), local, ns)  # others go to a spill row
-        out = x.new_zeros(B, ns + 1, C).scatter(1, local.unsqueeze(-1).expand(-1, -1, C), x)
+        out = x.new_zeros(B, ns + 1, C).scatter(1, local.unsqueeze(-1).expand(-1, -1, C), x)  # (B, ns + 1, C)
         return out[:, :ns].transpose(1, 2).reshape(B, C, h, w)  # (B, h*w, C) -> (B, C, h, w)
 
 

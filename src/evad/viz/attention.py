@@ -60,7 +60,7 @@ class ActorAttention:
     @property
     def video_share(self) -> Tensor:
         """(A,) share of each actor's attention that goes to video tokens (the sum of its map)."""
-        return self.maps.flatten(1).sum(1)
+        return self.maps.flatten(1).sum(1)  # (A, t, h, w) -> (A, t*h*w)
 
 
 @torch.no_grad()
@@ -111,6 +111,7 @@ def trace_decoder_attention(
     was_training = model.training
     model.eval()
     try:
+        # (3, T, H, W) -> (1, 3, T, H, W)
         outputs = model(clip.unsqueeze(0).to(device), image_sizes=sizes, keep_rate=keep_rate)
         attention, indices, _ = head.decoder_attention(*captured["args"], **captured["kwargs"], block=block)
     finally:
@@ -128,7 +129,7 @@ def trace_decoder_attention(
     M = indices.shape[1]
     rows = attention[0, :, M + chosen, :M].mean(0)  # (heads, A, M) -> (A, M)
     maps = rows.new_zeros(len(chosen), t * gh * gw)
-    maps.scatter_(1, indices[0].expand(len(chosen), M), rows)  # pruned positions stay 0
+    maps.scatter_(1, indices[0].expand(len(chosen), M), rows)  # (M,) -> (A, M); pruned positions stay 0
     depth = len(head.blocks)
     return ActorAttention(
         maps=maps.reshape(-1, t, gh, gw).cpu(),  # (A, t*h*w) -> (A, t, h, w)

@@ -67,6 +67,7 @@ def draw_detections(
     """
     height, width = image.shape[:2]
     _, thickness = _text_scale(height, width)
+    # (K, 4), or (0,) with no boxes -> (K, 4)
     for k, box in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
         color = track_color(int(track_ids[k]) if track_ids is not None else k + 1)
         x1, y1, x2, y2 = (round(float(v)) for v in box)

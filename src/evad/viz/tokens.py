@@ -51,7 +51,7 @@ def trace_kept_tokens(model: nn.Module, clip: Tensor, keep_rate: float | None = 
         "grid": (t, h, w), "num_tokens": [N, M1, ...]}``, the input for `render_kept_tokens`.
     """
     backbone = getattr(model, "backbone", model)
-    clips = clip.unsqueeze(0).to(next(backbone.parameters()).device)  # (1, 3, T, H, W)
+    clips = clip.unsqueeze(0).to(next(backbone.parameters()).device)  # (3, T, H, W) -> (1, 3, T, H, W)
     was_training, layers = backbone.training, backbone.prune_layers
     backbone.eval()
     try:
@@ -140,6 +140,7 @@ class TokenGrid:
 
 def _stage_indices(outputs: dict, batch_index: int) -> list[Tensor]:
     if "stage_indices" in outputs:
+        # (*shape) -> (M,) kept indices of each stage
         return [torch.as_tensor(i).reshape(-1) for i in outputs["stage_indices"]]
     t, h, w = outputs["grid"]
     kept = torch.as_tensor(outputs["kept_indices"])
@@ -154,6 +155,7 @@ def clip_frames(
 ) -> np.ndarray:
     """Undo the normalisation of a (3, T, H, W) clip: (T, H, W, 3) uint8 RGB frames."""
     x = torch.as_tensor(clip).detach().float().cpu()
+    # (3,) -> (3, 1, 1, 1), twice: per-channel std and mean broadcast over the (3, T, H, W) clip
     x = x * torch.tensor(std).view(3, 1, 1, 1) + torch.tensor(mean).view(3, 1, 1, 1)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     return x.permute(1, 2, 3, 0).numpy()  # (3, T, H, W) -> (T, H, W, 3)
@@ -198,7 +200,7 @@ def render_kept_tokens(
     for row, indices in enumerate(stages):
         kept = np.zeros(t * h * w, bool)
         kept[indices.long().numpy()] = True
-        kept = kept.reshape(t, h, w)
+        kept = kept.reshape(t, h, w)  # (t*h*w,) -> (t, h, w)
         for col in range(t):
             frame = frames[col * tubelet]
             mask = np.kron(kept[col], np.ones((H // h, W // w), bool))  # (h, w) -> (H, W) by patch

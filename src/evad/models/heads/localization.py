@@ -48,8 +48,8 @@ class DynamicConv(nn.Module):
     def forward(self, pro_features: Tensor, roi_features: Tensor) -> Tensor:
         """Mix proposal features (R, d) with their RoI features (R, S*S, d); returns (R, d)."""
         params = self.dynamic_layer(pro_features)  # (R, 2 * d * d_dyn)
-        kernel1 = params[:, : self.num_params].view(-1, self.hidden_dim, self.dim_dynamic)
-        kernel2 = params[:, self.num_params :].view(-1, self.dim_dynamic, self.hidden_dim)
+        kernel1 = params[:, : self.num_params].view(-1, self.hidden_dim, self.dim_dynamic)  # (R, d, d_dyn)
+        kernel2 = params[:, self.num_params :].view(-1, self.dim_dynamic, self.hidden_dim)  # (R, d_dyn, d)
         x = self.activation(self.norm1(torch.bmm(roi_features, kernel1)))  # (R, S*S, d_dyn)
         x = self.activation(self.norm2(torch.bmm(x, kernel2)))  # (R, S*S, d)
         x = self.out_layer(x.flatten(1))  # (R, S*S, d) -> (R, S*S*d) -> (R, d)
@@ -126,10 +126,11 @@ class RCNNStage(nn.Module):
             cls_feature = layer(cls_feature)
         for layer in self.reg_module:
             reg_feature = layer(reg_feature)
-        logits = self.class_logits(cls_feature).view(B, Q, 2)
-        deltas = self.bboxes_delta(reg_feature)
+        logits = self.class_logits(cls_feature).view(B, Q, 2)  # (B*Q, 2) -> (B, Q, 2)
+        deltas = self.bboxes_delta(reg_feature)  # (B*Q, 4)
+        # boxes (B, Q, 4) -> (B*Q, 4); decoded (B*Q, 4) -> (B, Q, 4)
         new_boxes = self.apply_deltas(deltas, boxes.reshape(B * Q, 4)).view(B, Q, 4)
-        return logits, new_boxes, x.view(B, Q, d)
+        return logits, new_boxes, x.view(B, Q, d)  # x (B*Q, d) -> (B, Q, d)
 
     def apply_deltas(self, deltas: Tensor, boxes: Tensor) -> Tensor:
         """Decode (dx, dy, dw, dh) against xyxy boxes, Faster R-CNN style with weights (2, 2, 1, 1).
