@@ -54,6 +54,7 @@ from evad.errors import UserError
 from evad.fileio import write_atomically
 from evad.layers.token_pruning import check_keep_rate
 from evad.models.detector import EVAD, check_input_size
+from evad.ops.boxes import rescale_boxes
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAMES = ("clips", "image_sizes", "target_sizes")
@@ -64,26 +65,6 @@ DEFAULT_OPSET = 17
 OPSET_RANGE = (16, 20)
 ONNX_MAX_BYTES = 2**31  # protobuf's limit on one file
 METADATA_KEY = "evad"  # ONNX metadata_props key / TorchScript extra file (without ".json")
-
-
-def scale_boxes(boxes: Tensor, image_sizes: Tensor, target_sizes: Tensor) -> Tensor:
-    """`PostProcess`'s box rule on whole tensors: clip to the input, rescale, clamp to the target.
-
-    Args:
-        boxes: (B, Q, 4) xyxy boxes in input pixels.
-        image_sizes: (B, 2) unpadded input (height, width).
-        target_sizes: (B, 2) (height, width) of the frames to scale the boxes to.
-
-    Returns:
-        (B, Q, 4) xyxy boxes in target pixels, inside [0, W_t] x [0, H_t].
-    """
-    h, w = image_sizes[:, 0, None, None], image_sizes[:, 1, None, None]  # (B, 1, 1)
-    th, tw = target_sizes[:, 0, None, None], target_sizes[:, 1, None, None]
-    xs = torch.minimum(boxes[..., 0::2].clamp(min=0), w - 1) * (tw / w)  # (B, Q, 2): x1, x2
-    ys = torch.minimum(boxes[..., 1::2].clamp(min=0), h - 1) * (th / h)
-    xs = torch.minimum(xs.clamp(min=0), tw)
-    ys = torch.minimum(ys.clamp(min=0), th)
-    return torch.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], dim=-1)
 
 
 class ExportableEVAD(nn.Module):
@@ -112,7 +93,7 @@ class ExportableEVAD(nn.Module):
         outputs = self.model(clips, image_sizes, keep_rate=self.keep_rate)
         in_sizes = outputs["image_sizes"]  # (B, 2) float32
         target = in_sizes if target_sizes is None else target_sizes.to(in_sizes)
-        boxes = scale_boxes(outputs["pred_boxes"], in_sizes, target)
+        boxes = rescale_boxes(outputs["pred_boxes"], in_sizes, target)
         person = outputs["pred_logits"].softmax(-1)[..., 0]  # (B, Q)
         actions = outputs["action_logits"].sigmoid()  # (B, Q, K)
         return boxes, person, actions

@@ -11,6 +11,7 @@ from evad.ops import (
     box_xyxy_to_cxcywh,
     clip_boxes,
     generalized_box_iou,
+    rescale_boxes,
 )
 
 
@@ -104,3 +105,15 @@ def test_assert_valid_boxes_names_argument_and_box(box, problem):
 def test_assert_valid_boxes_rejects_wrong_shape():
     with pytest.raises(ValueError, match=r"target must have shape \(\.\.\., 4\)"):
         assert_valid_boxes(torch.zeros(3, 5), "target")
+
+
+def test_rescale_boxes_clips_to_the_input_then_scales_to_the_frame():
+    """Post-processing's rule: clip to the input's inclusive pixels, scale, clamp to the frame."""
+    boxes = torch.tensor(
+        [[[-5.0, 10.0, 70.0, 40.0], [10.0, 20.0, 30.0, 63.5]], [[0.0, 0.0, 200.0, 100.0]] * 2]
+    )
+    image_sizes = torch.tensor([[64.0, 64.0], [128.0, 192.0]])  # (height, width)
+    target_sizes = torch.tensor([[128.0, 256.0], [128.0, 192.0]])
+    out = rescale_boxes(boxes, image_sizes, target_sizes)
+    assert out[0].tolist() == [[0.0, 20.0, 252.0, 80.0], [40.0, 40.0, 120.0, 126.0]]
+    assert out[1].tolist() == [[0.0, 0.0, 191.0, 100.0]] * 2

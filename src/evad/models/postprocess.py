@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from evad.ops.boxes import rescale_boxes
 from evad.structures.detections import Detections
 
 
@@ -43,23 +44,17 @@ class PostProcess:
         """
         person = outputs["pred_logits"].softmax(-1)[..., 0]  # (B, Q)
         actions = outputs["action_logits"].sigmoid()  # (B, Q, K)
-        boxes = outputs["pred_boxes"]
-        in_sizes = outputs["image_sizes"].to(boxes.dtype)
+        in_sizes = outputs["image_sizes"].to(outputs["pred_boxes"].dtype)
         if target_sizes is None:
             target_sizes = in_sizes
-        target_sizes = torch.as_tensor(target_sizes, dtype=boxes.dtype, device=boxes.device)
+        target_sizes = torch.as_tensor(target_sizes, dtype=in_sizes.dtype, device=in_sizes.device)
+        boxes = rescale_boxes(outputs["pred_boxes"], in_sizes, target_sizes)  # (B, Q, 4)
         results = []
         for b in range(boxes.shape[0]):
-            h, w = in_sizes[b].tolist()
-            th, tw = target_sizes[b].tolist()
             keep = person[b] >= self.person_threshold
             if not keep.any() and self.keep_all_if_none:
                 keep = torch.ones_like(keep)
-            idx = keep.nonzero().squeeze(1)
-            box = boxes[b, idx].clone()
-            box[:, 0::2] = box[:, 0::2].clamp(0, w - 1) * (tw / w)
-            box[:, 1::2] = box[:, 1::2].clamp(0, h - 1) * (th / h)
-            box[:, 0::2] = box[:, 0::2].clamp(0, tw)
-            box[:, 1::2] = box[:, 1::2].clamp(0, th)
-            results.append(Detections(box, person[b, idx], actions[b, idx], idx, (int(th), int(tw))))
+            idx = keep.nonzero().squeeze(1)  # (K, 1) -> (K,)
+            th, tw = (int(v) for v in target_sizes[b].tolist())
+            results.append(Detections(boxes[b, idx], person[b, idx], actions[b, idx], idx, (th, tw)))
         return results

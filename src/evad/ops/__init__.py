@@ -12,6 +12,7 @@ from evad.ops.boxes import (
     box_xyxy_to_cxcywh,
     clip_boxes,
     generalized_box_iou,
+    rescale_boxes,
 )
 from evad.ops.nms import batched_nms, nms
 from evad.ops.roi_align import (
@@ -33,6 +34,7 @@ __all__ = [
     "generalized_box_iou",
     "multi_scale_roi_align",
     "nms",
+    "rescale_boxes",
     "roi_align",
     "torchvision_available",
 ]

@@ -150,3 +150,23 @@ def assert_valid_boxes(boxes: Tensor, name: str) -> None:
                 f"{name} has {len(bad)} {problem} box(es); the first, at index {index}, is "
                 f"{flat[first].tolist()}"
             )
+
+
+def rescale_boxes(boxes: Tensor, image_sizes: Tensor, target_sizes: Tensor) -> Tensor:
+    """Boxes predicted on a resized input, in the pixels of the original frames (post-processing).
+
+    Clipped to the input's inclusive pixels ``[0, W-1] x [0, H-1]`` as the official code does,
+    scaled by target / input size, then clamped to ``[0, W_t] x [0, H_t]``.
+
+    Args:
+        boxes: ``(B, Q, 4)`` xyxy boxes in input pixels.
+        image_sizes: ``(B, 2)`` unpadded input (height, width).
+        target_sizes: ``(B, 2)`` (height, width) of the frames to scale the boxes to.
+
+    Returns:
+        ``(B, Q, 4)`` xyxy boxes in target pixels.
+    """
+    h, w = image_sizes[:, 0, None], image_sizes[:, 1, None]  # (B, 1): one bound for each clip's Q boxes
+    th, tw = target_sizes[:, 0, None], target_sizes[:, 1, None]
+    scale = torch.stack([tw / w, th / h, tw / w, th / h], dim=-1)  # (B, 1, 4)
+    return clip_boxes(clip_boxes(boxes, h - 1, w - 1) * scale, th, tw)

@@ -19,6 +19,7 @@ from evad.layers.block import Block
 from evad.layers.mlp import drop_path_rates
 from evad.layers.pos_embed import ResizedTables, sinusoid_table
 from evad.layers.token_pruning import official_token_order
+from evad.ops.boxes import clip_boxes
 from evad.ops.roi_align import roi_align_per_image
 
 
@@ -35,11 +36,7 @@ def extend_boxes(boxes: Tensor, roi_extend: Sequence[float], image_sizes: Tensor
     out = torch.stack(
         [boxes[..., 0] - pad_w, boxes[..., 1] - pad_h, boxes[..., 2] + pad_w, boxes[..., 3] + pad_h], dim=-1
     )
-    h = (image_sizes[:, 0] - 1).to(out.dtype)[:, None]
-    w = (image_sizes[:, 1] - 1).to(out.dtype)[:, None]
-    zero = torch.zeros_like(w)
-    x1, y1, x2, y2 = out.unbind(-1)
-    return torch.stack([x1.clamp(zero, w), y1.clamp(zero, h), x2.clamp(zero, w), y2.clamp(zero, h)], dim=-1)
+    return clip_boxes(out, image_sizes[:, 0, None] - 1, image_sizes[:, 1, None] - 1)  # bounds (B, 1)
 
 
 def scatter_tokens(
@@ -55,7 +52,7 @@ def scatter_tokens(
     if fill is None:
         dense = tokens.new_zeros(B, t * h * w, C)
     else:
-        dense = fill.to(tokens.dtype).reshape(1, 1, C).expand(B, t * h * w, C)
+        dense = fill.to(tokens.dtype).reshape(1, 1, C).expand(B, t * h * w, C)  # (C,) -> (B, t*h*w, C)
     dense = dense.scatter(1, indices.unsqueeze(-1).expand(-1, -1, C), tokens)  # (B, t*h*w, C)
     return dense.transpose(1, 2).reshape(B, C, t, h, w)  # (B, t*h*w, C) -> (B, C, t, h, w)
 
