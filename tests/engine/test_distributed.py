@@ -14,7 +14,7 @@ from evad.engine import distributed
 from evad.engine.checkpoint import load_checkpoint
 from evad.models.factory import build_model, get_config
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where tiny_data.py lives
 
 SCRIPT = textwrap.dedent(
     """

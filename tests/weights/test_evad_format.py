@@ -1,24 +1,20 @@
 """evad weights (model.safetensors + config.json): written by `evad convert`, read everywhere."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import evad
+import evad.engine.evaluate as evaluate_module
 from evad.cli import main
 from evad.config import config_from_dict
 from evad.engine import checkpoint as ckpt
 from evad.errors import UserError
 from evad.weights import load_pretrained, read_checkpoint
 from evad.weights.evad_format import CONFIG_FILE, WEIGHTS_FILE
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "engine"))
-from tiny_data import TinyDataset, loader  # the engine tests' in-memory dataset
-
-import evad.engine.evaluate as evaluate_module
+from tiny_data import TinyDataset, loader  # the engine tests' in-memory dataset (tests/)
 
 CLASS_IDS, CLASS_NAMES = [1, 2, 3], ["class1", "class2", "class3"]
 
