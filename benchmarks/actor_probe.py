@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from evad.config import config_from_dict
 from evad.engine import checkpoint as ckpt
 from evad.engine.evaluate import build_val_data
-from evad.evaluation.tubes import average_precision
+from evad.evaluation.baselines import per_class_ap
 from evad.models.factory import build_model
 
 
@@ -76,18 +77,9 @@ def actor_features(checkpoint: Path, split: str, overrides: list[str]) -> dict[s
     return {key: torch.cat(value) for key, value in out.items()}
 
 
-def per_class_ap(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """AP of each class with at least one positive actor (NaN for the others)."""
-    aps = np.full(labels.shape[1], np.nan)
-    for k in range(labels.shape[1]):
-        positives = int(labels[:, k].sum())
-        if positives:
-            order = torch.argsort(scores[:, k], descending=True)
-            aps[k] = average_precision(labels[order, k].numpy().astype(bool), positives)
-    return aps
-
-
-def linear_probe(train: torch.Tensor, labels: torch.Tensor, steps: int = 1500) -> torch.nn.Module:
+def linear_probe(
+    train: torch.Tensor, labels: torch.Tensor, steps: int = 1500
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """Logistic regression on standardised inputs (Adam, weight decay 1e-2)."""
     torch.manual_seed(0)
     mean, std = train.mean(0), train.std(0) + 1e-6
@@ -117,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[f"linear probe on {key}"] = (probe(train[key]), probe(val[key]))
     print(f"{'classifier':32s} {'train mAP':>9s} {'val mAP':>8s}   val AP per class (ids 1..K)")
     for name, (on_train, on_val) in rows.items():
-        train_ap, val_ap = per_class_ap(on_train, train["labels"]), per_class_ap(on_val, val["labels"])
+        train_ap = per_class_ap(on_train.numpy(), train["labels"].numpy())
+        val_ap = per_class_ap(on_val.numpy(), val["labels"].numpy())
         per_class = " ".join("  - " if np.isnan(a) else f"{a:.2f}" for a in val_ap)
         print(f"{name:32s} {np.nanmean(train_ap):9.3f} {np.nanmean(val_ap):8.3f}   {per_class}")
     # A classifier that knows nothing scores each class's share of positive actors.

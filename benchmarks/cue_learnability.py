@@ -32,6 +32,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,8 @@ from evad.config import load_config
 from evad.data.build import build_dataset
 from evad.data.collate import collate
 from evad.demo import packaged_config
+from evad.evaluation.baselines import per_class_ap
 from evad.models.factory import build_backbone, get_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmark script
-from actor_probe import per_class_ap
 
 CELL = 16  # token stride in pixels
 GROUPS = {"pose": (0, 3), "motion": (3, 9), "object": (9, 10), "interaction": (10, 13)}
@@ -121,7 +120,13 @@ class CNNCells(nn.Module):
         return logits.flatten(2).transpose(1, 2)  # (B, K, h, w) -> (B, h*w, K)
 
 
-def actor_ap(model: nn.Module, clips: Tensor, boxes: list[Tensor], labels: list[Tensor], norm) -> np.ndarray:
+def actor_ap(
+    model: nn.Module,
+    clips: Tensor,
+    boxes: list[Tensor],
+    labels: list[Tensor],
+    norm: Callable[[Tensor], Tensor],
+) -> np.ndarray:
     """Per-class actor-level AP: each person scored by the maximum over the cells inside its box."""
     model.eval()
     scores = []
@@ -134,7 +139,7 @@ def actor_ap(model: nn.Module, clips: Tensor, boxes: list[Tensor], labels: list[
                 per_actor = cell_logits[:, None, :].masked_fill(~mask[..., None], float("-inf"))
                 scores.append(per_actor.amax(dim=0))  # (h*w, A, K) -> (A, K)
     model.train()
-    return per_class_ap(torch.cat(scores), torch.cat(labels))
+    return per_class_ap(torch.cat(scores).numpy(), torch.cat(labels).numpy())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from evad.evaluation.ava import AvaTable, keyframe_key
 from evad.evaluation.baselines import (
     class_share_map,
     class_shares,
+    per_class_ap,
     person_ap,
     person_detections,
     person_groundtruth,
@@ -79,3 +80,14 @@ def test_class_share_map_is_the_expected_ap_of_a_classifier_that_learned_nothing
     confident = [(0, box, c, 0.99 if box is Q and c == 2 else 0.01) for box in (P, Q) for c in (1, 2)]
     again, _ = class_share_map(TRUTH, table(confident), names, {1: 0.9, 2: 0.2}, seeds=400)
     assert again == mean_ap
+
+
+def test_per_class_ap_ranks_people_by_score():
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6], [0.3, 0.1]])
+    labels = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    aps = per_class_ap(scores, labels)
+    # class 1's positives rank 1st and 4th: precision 1 up to recall 0.5, then from 1/3 (3rd) to 1/2
+    # (4th) over the last half of the recall (trapezoids)
+    assert aps[0] == pytest.approx(0.5 * 1.0 + 0.5 * (1 / 3 + 1 / 2) / 2)
+    assert np.isnan(aps[1])  # no positive person
+    assert per_class_ap(labels + 0.0, labels)[0] == 1.0  # positives first

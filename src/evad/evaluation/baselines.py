@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from evad.evaluation.ava import AvaResult, AvaTable, Key, evaluate_ava
+from evad.evaluation.tubes import average_precision
 
 PERSON = 1  # the one class of the person-AP tables
 
@@ -115,3 +116,24 @@ def class_share_map(
         ]
     per_class = {c: float(np.mean([r.per_class[c] for r in results])) for c in results[0].per_class}
     return float(np.mean([r.mean_ap for r in results])), per_class
+
+
+def per_class_ap(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Actor-level AP of each class: every ground-truth person is one sample, scored with its own
+    (true) box, so localization plays no part (`benchmarks/actor_probe.py`, `cue_learnability.py`).
+
+    Args:
+        scores: ``(A, K)`` each person's score for each class.
+        labels: ``(A, K)`` multi-hot ground truth.
+
+    Returns:
+        ``(K,)`` AP of each class, NaN for a class with no positive person.
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    aps = np.full(labels.shape[1], np.nan)
+    for k in range(labels.shape[1]):
+        positives = int(labels[:, k].sum())
+        if positives:
+            order = np.argsort(-scores[:, k], kind="stable")
+            aps[k] = average_precision(labels[order, k], positives)
+    return aps
