@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from evad.errors import UserError
-from evad.fileio import make_dirs, write_atomically, write_json_atomically
+from evad.fileio import folder_entries, make_dirs, write_atomically, write_json_atomically
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -75,11 +75,7 @@ def packaged_config(name: str) -> Path:
 
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder that is not a demo's, and a finished demo without `overwrite`."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    entries = {p.name for p in out.iterdir()}
+    entries = folder_entries(out)
     foreign = sorted(entries - set(DEMO_OUTPUTS))
     if foreign:
         raise UserError(

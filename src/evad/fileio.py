@@ -25,6 +25,17 @@ def make_dirs(path: str | Path) -> Path:
     return path
 
 
+def folder_entries(path: str | Path) -> set[str]:
+    """Names in the output folder `path` (none if it does not exist yet); a one-line UserError if
+    a file of that name is in the way. Each command then applies its own rule for what may be there."""
+    path = Path(path)
+    if not path.exists():
+        return set()
+    if not path.is_dir():
+        raise UserError(f"{path}: exists and is not a folder")
+    return {entry.name for entry in path.iterdir()}
+
+
 def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     """Let `write` fill a temporary file next to `path`, then rename it over `path`.
 

@@ -89,7 +89,7 @@ import numpy as np
 from tqdm import tqdm
 
 from evad.errors import UserError
-from evad.fileio import make_dirs
+from evad.fileio import folder_entries, make_dirs
 
 ClassKind = Literal["pose", "motion", "object", "interaction"]
 
@@ -1209,18 +1209,13 @@ def _validate(cfg: SynthConfig, num_videos: int) -> None:
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a directory")
-    if not any(out.iterdir()):
+    entries = folder_entries(out)
+    if not entries:
         return
     if not overwrite:
-        raise UserError(f"output directory {out} is not empty; choose another or pass --overwrite")
+        raise UserError(f"{out}: the folder is not empty; choose another or pass --overwrite")
     if not (out / "synth.json").is_file():
-        raise UserError(
-            f"output directory {out} is not empty and holds no synth.json; refusing to replace it"
-        )
+        raise UserError(f"{out}: the folder is not empty and holds no synth.json; refusing to replace it")
 
 
 def _write_dataset(root: Path, cfg: SynthConfig, num_videos: int, seed: int, progress: bool) -> SynthSummary:

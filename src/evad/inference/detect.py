@@ -35,7 +35,7 @@ from torch import nn
 
 from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
-from evad.fileio import make_dirs
+from evad.fileio import folder_entries, make_dirs
 from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.tracks import IouTracker
 from evad.inference.video import (
@@ -114,9 +114,8 @@ class DetectResult:
 def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     """Raise UserError if `out_dir` is not a folder or already holds results and not `overwrite`."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a folder")
-    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    entries = folder_entries(out_dir)
+    existing = [name for name in OUTPUT_FILES if name in entries]
     if existing and not overwrite:
         raise UserError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
     return out_dir

@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from evad.errors import UserError
-from evad.fileio import make_dirs
+from evad.fileio import folder_entries, make_dirs
 from evad.models.factory import ModelConfig
 from evad.weights.reading import CONFIG_FILE, EVAD_FORMAT, Checkpoint
 
@@ -138,9 +138,7 @@ def check_destination(dst: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise UserError(f"{dst} exists; pass --overwrite to replace it")
-    if not dst.is_dir():
-        raise UserError(f"{dst} exists and is not a folder")
-    others = sorted(p.name for p in dst.iterdir() if p.name not in (WEIGHTS_FILE, CONFIG_FILE))
+    others = sorted(folder_entries(dst) - {WEIGHTS_FILE, CONFIG_FILE})
     if others:
         raise UserError(f"{dst} holds other files ({', '.join(others[:3])}); not replacing it")
 
