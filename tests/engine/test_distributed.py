@@ -8,10 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from evad.engine import distributed
 from evad.engine.checkpoint import load_checkpoint
+from evad.engine.distributed import resolve_device
+from evad.errors import UserError
 from evad.models.factory import build_model, get_config
 
 HERE = Path(__file__).resolve().parents[1]  # tests/, where tiny_data.py lives
@@ -110,3 +113,19 @@ def test_helpers_without_a_process_group():
     info = distributed.init_from_env("cpu")
     assert (info.rank, info.world_size, info.is_main, info.distributed) == (0, 1, True, False)
     distributed.cleanup(info)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_devices_this_machine_lacks_are_one_line_errors(monkeypatch):
+    assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(UserError, match=rf"^--device {name}: no CUDA device is available$"):
+            resolve_device(name, "--device")
+
+
+def test_a_cuda_index_past_the_last_device_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(UserError, match=r"train.device cuda:2: this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")

@@ -131,14 +131,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from evad import bench
+    from evad.engine.distributed import resolve_device
     from evad.fileio import write_json_atomically
     from evad.models import build_criterion, build_model, get_config
 
     _check_args(args)
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
+    args.device = str(resolve_device(args.device, "--device"))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()

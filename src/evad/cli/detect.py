@@ -118,16 +118,15 @@ def _refuse_replacing_inputs(videos: list[Path], out_dirs: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
+    from evad.engine.distributed import resolve_device
     from evad.inference import check_output_dir, detect_video, probe_video
 
     if args.example == bool(args.videos):
         raise UserError(
             "give VIDEO file(s) or --example, not both" if args.example else "give a VIDEO or --example"
         )
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available")
+    resolve_device(args.device, "--device")
     if args.example:
         from evad.inference.example import EXAMPLE_VIDEO
 

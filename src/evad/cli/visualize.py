@@ -83,8 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]:
     """Check the inputs, load the model and cut the clip: the model, the (3, T, H, W) clip, its origin."""
-    import torch
 
+    from evad.engine.distributed import resolve_device
     from evad.inference import clips_to_batch, probe_video, read_keyframe_clip
     from evad.layers.token_pruning import check_keep_rate
     from evad.viz.tokens import IMAGE_SUFFIXES
@@ -102,8 +102,7 @@ def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]
             check_keep_rate(args.keep_rate)
         except ValueError as err:
             raise UserError(f"--keep-rate: {err}") from None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {args.device}: CUDA is not available")
+    resolve_device(args.device, "--device")
     with warnings_as_lines():
         loaded = load_model(args)
         read = read_keyframe_clip(

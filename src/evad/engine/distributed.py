@@ -38,13 +38,19 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; "cuda" without a GPU is an error."""
-    if name == "auto":
+def resolve_device(name: str | None, setting: str = "train.device") -> torch.device:
+    """The device `name` ("cpu", "cuda", "cuda:N"; "auto" or None: CUDA when available, else the
+    CPU), or a one-line UserError naming `setting` when this machine does not have it."""
+    if name in (None, "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"{setting} {name}: no CUDA device is available")
+        if device.index is not None and device.index >= count:
+            raise UserError(f"{setting} {name}: this machine has {count} CUDA device(s), numbered from 0")
+    return device
 
 
 def init_from_env(device: str = "auto") -> DistInfo:
