@@ -232,7 +232,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         val.class_names,
         val.class_ids,
         short_side=config.data.test_short_side,
-        person_threshold=config.eval.person_threshold or 0.7,
+        person_threshold=report_metrics["settings"]["person_threshold"],  # what evaluation used
         progress=settings.progress,
     )
     with torch.no_grad():

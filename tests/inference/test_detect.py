@@ -205,6 +205,28 @@ def test_cli_runs_a_trained_checkpoint_with_its_classes(make_video, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("trained_with", "given", "used"), [(0.25, None, 0.25), (None, None, 0.7), (0.25, "0.5", 0.5)]
+)
+def test_cli_person_threshold_defaults_to_the_checkpoints(make_video, tmp_path, trained_with, given, used):
+    """A run evaluated with eval.person_threshold=X detects with X unless --person-threshold says."""
+    from evad.config import config_from_dict
+    from evad.engine.checkpoint import model_state, save_checkpoint
+
+    settings = {"model": {"preset": "tiny"}, "data": {"test_short_side": 32}}
+    if trained_with is not None:
+        settings["eval"] = {"person_threshold": trained_with}
+    config = config_from_dict(settings, "test")
+    model = evad.create_model("tiny", num_classes=2)
+    dataset = {"num_classes": 2, "class_ids": [4, 9], "class_names": ["walk", "turn around"]}
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": model_state(model), "config": config.to_dict(), "dataset": dataset})
+    video = make_video(tmp_path / "a.mp4", num_frames=8)
+    args = [str(video), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert _cli(args if given is None else [*args, "--person-threshold", given]) == 0
+    assert json.loads((tmp_path / "out" / "detections.json").read_text())["person_threshold"] == used
+
+
+@pytest.mark.parametrize(
     ("option", "message"),
     [
         (["--device", "tpu"], "must be cpu, cuda or cuda:N, got tpu"),

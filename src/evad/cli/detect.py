@@ -72,7 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", default="detections", help="output folder (default: detections)")
     parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
-    parser.add_argument("--person-threshold", type=probability, default=0.7, help="default: 0.7")
+    parser.add_argument(
+        "--person-threshold",
+        type=probability,
+        help="default: the checkpoint's evaluation threshold (0.7 unless its training changed it)",
+    )
     parser.add_argument(
         "--action-threshold", type=probability, default=0.5, help="actions listed and drawn (default: 0.5)"
     )
@@ -159,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                     loaded.class_names,
                     loaded.class_ids,
                     keep_rate=args.keep_rate,
-                    person_threshold=args.person_threshold,
+                    person_threshold=chosen_person_threshold(args, loaded),
                     action_threshold=args.action_threshold,
                     rate=None if args.stride else args.rate,
                     stride=args.stride,
@@ -176,3 +180,8 @@ def run(args: argparse.Namespace) -> int:
             f"{result.num_frames} frames -> {out_dir}/ ({result.codec}, {result.seconds:.1f} s)"
         )
     return 0
+
+
+def chosen_person_threshold(args: argparse.Namespace, loaded: LoadedModel) -> float:
+    """--person-threshold, else the loaded model's own."""
+    return loaded.person_threshold if args.person_threshold is None else args.person_threshold

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evad.cli.arguments import device, positive, probability
-from evad.cli.detect import add_model_arguments, load_model
+from evad.cli.detect import add_model_arguments, chosen_person_threshold, load_model
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 from evad.fileio import make_dirs
@@ -74,7 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     attention.add_argument(
         "--block", type=int, default=-1, help="decoder block, negative from the last (default -1)"
     )
-    attention.add_argument("--person-threshold", type=probability, default=0.7, help="default: 0.7")
+    attention.add_argument(
+        "--person-threshold",
+        type=probability,
+        help="default: the checkpoint's evaluation threshold (0.7 unless its training changed it)",
+    )
     attention.add_argument(
         "--max-actors", type=positive(int), default=4, help="most confident actors drawn (default 4)"
     )
@@ -133,6 +137,7 @@ def run_attention(args: argparse.Namespace) -> int:
     from evad.viz.attention import render_decoder_attention, trace_decoder_attention
 
     loaded, clip, read = _prepare(args)
+    threshold = chosen_person_threshold(args, loaded)
     try:
         traced = trace_decoder_attention(
             loaded.model,
@@ -140,7 +145,7 @@ def run_attention(args: argparse.Namespace) -> int:
             read.input_size,
             args.keep_rate,
             block=args.block,
-            person_threshold=args.person_threshold,
+            person_threshold=threshold,
             max_actors=args.max_actors,
         )
     except ValueError as err:  # a model without a context decoder, or no such --block
@@ -148,7 +153,7 @@ def run_attention(args: argparse.Namespace) -> int:
     if not len(traced.maps):
         raise UserError(
             f"{args.video}: no actor at {read.clip.time:.2f} s has a person score >= "
-            f"{args.person_threshold} (highest {traced.top_person_score:.2f}); lower --person-threshold"
+            f"{threshold} (highest {traced.top_person_score:.2f}); lower --person-threshold"
         )
     figure = render_decoder_attention(
         clip.cpu(), traced, args.out, loaded.inputs.mean, loaded.inputs.std, class_names=loaded.class_names

@@ -39,6 +39,8 @@ class LoadedModel:
         inputs: How clips are resized, sampled and normalised for it.
         source: What it was loaded from (a file, or ``preset <name>``).
         random_weights: Whether the weights are untrained (a preset).
+        person_threshold: The person threshold it was evaluated with (the training run's
+            ``eval.person_threshold``, else its model's, 0.7 unless changed).
     """
 
     model: nn.Module
@@ -47,6 +49,7 @@ class LoadedModel:
     inputs: InputSettings = field(default_factory=InputSettings)
     source: str = ""
     random_weights: bool = False
+    person_threshold: float = 0.7
 
 
 def class_list(labelmap: str | Path | None, num_classes: int | None) -> tuple[list[int], list[str]]:
@@ -107,6 +110,7 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
     """A model trained by `evad train`: architecture, classes and input settings come from the file."""
     from evad.config import config_from_dict
     from evad.engine import checkpoint as ckpt
+    from evad.engine.evaluate import make_postprocess
     from evad.models import build_model
 
     state = ckpt.load_checkpoint(path)
@@ -132,7 +136,8 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
                 f"{labelmap}: does not name exactly the checkpoint's classes ({'; '.join(parts)})"
             )
         class_names = [names[c] for c in class_ids]
-    model = build_model(config.model.model_config(len(class_ids)))
+    model_cfg = config.model.model_config(len(class_ids))
+    model = build_model(model_cfg)
     ckpt.load_model_state(model, state["model"], str(path))
     data = config.data
     inputs = InputSettings(
@@ -142,7 +147,8 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
         mean=tuple(data.mean),
         std=tuple(data.std),
     )
-    return LoadedModel(model, class_ids, class_names, inputs, str(path))
+    threshold = make_postprocess(config, model_cfg).person_threshold
+    return LoadedModel(model, class_ids, class_names, inputs, str(path), person_threshold=threshold)
 
 
 def _ids(ids: list[int], shown: int = 5) -> str:
