@@ -42,7 +42,7 @@ from evad.engine import distributed
 from evad.engine.checkpoint import unwrap
 from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs, write_atomically, write_json_atomically
-from evad.models.factory import ModelConfig, build_model
+from evad.models.factory import ModelConfig, build_model, build_postprocess
 from evad.models.postprocess import PostProcess
 
 logger = logging.getLogger(__name__)
@@ -370,8 +370,7 @@ def evaluate(
 
 def make_postprocess(config: Config, model_cfg: ModelConfig) -> PostProcess:
     """Post-processing with `eval.person_threshold`, or the model's threshold when that is None."""
-    threshold = config.eval.person_threshold
-    return PostProcess(person_threshold=model_cfg.person_threshold if threshold is None else threshold)
+    return build_postprocess(model_cfg, config.eval.person_threshold)
 
 
 def build_val_data(config: Config) -> tuple[Any, Any]:

@@ -240,8 +240,10 @@ def build_criterion(cfg: ModelConfig) -> SetCriterion:
     return SetCriterion(matcher, cfg.num_classes, weights, no_object_weight=cfg.no_object_weight)
 
 
-def build_postprocess(cfg: ModelConfig) -> PostProcess:
-    return PostProcess(person_threshold=cfg.person_threshold)
+def build_postprocess(cfg: ModelConfig, person_threshold: float | None = None) -> PostProcess:
+    """Post-processing at `person_threshold`, or the model's own (0.7) when None."""
+    threshold = cfg.person_threshold if person_threshold is None else person_threshold
+    return PostProcess(person_threshold=threshold)
 
 
 def create_model(name: str, num_classes: int = 80, pretrained: str | Path | None = None, **overrides) -> EVAD:
