@@ -243,7 +243,7 @@ def test_num_boxes_is_averaged_over_processes(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_weighted_total_is_weighted_sum_over_number_of_terms() -> None:
-    criterion = make_criterion(action_weight=6.0)
+    criterion = make_criterion(weight_dict={"loss_action": 6.0})  # ViT-L's
     losses = {
         "loss_ce": torch.tensor(1.0),
         "loss_bbox_3": torch.tensor(2.0),
@@ -253,7 +253,7 @@ def test_weighted_total_is_weighted_sum_over_number_of_terms() -> None:
     }
     expected = (2 * 1.0 + 5 * 2.0 + 2 * 0.5 + 6 * 3.0 + 6 * 4.0) / 5
     assert criterion.weighted_total(losses).item() == pytest.approx(expected)
-    overridden = make_criterion(weight_dict={"loss_giou": 1.0, "loss_action": 12.0}, action_weight=6.0)
+    overridden = make_criterion(weight_dict={"loss_giou": 1.0, "loss_action": 12.0})
     expected = (2 * 1.0 + 5 * 2.0 + 1 * 0.5 + 12 * 3.0 + 12 * 4.0) / 5
     assert overridden.weighted_total(losses).item() == pytest.approx(expected)
     with pytest.raises(ValueError, match="loss_mask"):

@@ -139,11 +139,10 @@ class SetCriterion(nn.Module):
     Args:
         matcher: Assigns proposals to targets; called once per localization stage.
         num_classes: Number of action classes (columns of the targets' `labels`).
-        weight_dict: Per-kind weights overriding `DEFAULT_WEIGHTS`; accepted keys are `loss_ce`,
-            `loss_bbox`, `loss_giou` and `loss_action`. Each weight applies to every stage/block.
+        weight_dict: Per-kind weights overriding `DEFAULT_WEIGHTS` (ViT-B's); accepted keys are
+            `loss_ce`, `loss_bbox`, `loss_giou` and `loss_action` (6 for ViT-L). Each weight applies
+            to every stage/block.
         no_object_weight: CE weight of the no-object class (the person class has weight 1).
-        action_weight: Default weight of the action terms: 12 for ViT-B, 6 for ViT-L. An entry
-            `loss_action` in `weight_dict` takes precedence.
     """
 
     def __init__(
@@ -152,10 +151,9 @@ class SetCriterion(nn.Module):
         num_classes: int,
         weight_dict: Mapping[str, float] | None = None,
         no_object_weight: float = 0.1,
-        action_weight: float = 12.0,
     ) -> None:
         super().__init__()
-        weights = {**DEFAULT_WEIGHTS, "loss_action": action_weight}
+        weights = dict(DEFAULT_WEIGHTS)
         unknown = set(weight_dict or {}) - set(weights)
         if unknown:
             raise ValueError(f"weight_dict: unknown keys {sorted(unknown)}; accepted are {sorted(weights)}")
