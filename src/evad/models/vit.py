@@ -217,7 +217,7 @@ class VideoViT(nn.Module):
         for i, block in enumerate(self.blocks):
             prune = rho < 1 and i in self.prune_layers and self.pruning != "random"
             if prune:
-                x, scores = block.attend_and_score(x, self._row_weights(x.shape[1], ns, prefix, x.device))
+                x, scores = block.attend_and_score(x, self._row_weights(x.shape[1], ns, x.device))
                 positions = self._positions_to_keep(scores, ns, rho, prefix)
                 x = gather_tokens(x, positions)
                 indices = gather_tokens(indices, positions[:, prefix:] - prefix)
@@ -231,8 +231,9 @@ class VideoViT(nn.Module):
         x = self.norm(x)[:, prefix:]
         return BackboneOutput(x, indices, keyframe_maps, (t, h, w), num_tokens)
 
-    def _row_weights(self, n: int, ns: int, prefix: int, device: torch.device) -> Tensor:
-        """(n,) weights of the query rows whose weighted attention scores the tokens."""
+    def _row_weights(self, n: int, ns: int, device: torch.device) -> Tensor:
+        """(n,) weights of the query rows whose weighted attention scores the tokens (the CLS
+        ablation's one row is the CLS token, at position 0)."""
         if self.pruning == "cls":
             return torch.zeros(n, device=device).index_fill_(0, torch.tensor([0], device=device), 1.0)
         if self.pruning == "unified":

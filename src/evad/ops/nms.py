@@ -1,8 +1,9 @@
 """Greedy non-maximum suppression in plain PyTorch, with torchvision's kernel as the fast path.
 
 EVAD's own inference keeps every person box above the score threshold without NMS (SPEC section 3),
-and the UCF101-24 / JHMDB scoring uses its own +1-pixel score-decay NMS (section 11); this is the
-standard hard NMS for everything else (baselines, person-detector boxes, tools). Semantics are
+and the UCF101-24 / JHMDB scoring uses its own +1-pixel score-decay NMS (section 11), so no evad
+command calls this: it is the standard hard NMS for users' own post-processing (the README's
+NMS-at-0.5 experiment, person-detector boxes). Semantics are
 torchvision's: boxes are xyxy, scores are sorted descending with ties kept in input order, and a box
 is dropped when its IoU with an already kept box is strictly greater than the threshold.
 

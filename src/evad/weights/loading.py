@@ -234,7 +234,7 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") ->
 
 
 def checkpoint_model_config(
-    ckpt: Checkpoint, converted: Converted, layout: str, num_heads: int | None = None
+    ckpt: Checkpoint, converted: Converted, num_heads: int | None = None
 ) -> ModelConfig:
     """The `ModelConfig` stored with or implied by a checkpoint (heads: `num_heads` if given)."""
     source = str(ckpt.path)
@@ -272,7 +272,7 @@ def load_backbone(path: str | Path, num_heads: int | None = None, **overrides: A
     ckpt = read_checkpoint(path)
     layout = resolve_layout(ckpt)
     converted = to_evad(ckpt, layout)
-    cfg = checkpoint_model_config(ckpt, converted, layout, num_heads)
+    cfg = checkpoint_model_config(ckpt, converted, num_heads)
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
     if unknown:
         raise ValueError(f"unknown backbone option(s) {unknown}")
