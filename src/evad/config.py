@@ -1,7 +1,8 @@
 """Training and evaluation configuration: dataclasses, YAML files and dotted overrides.
 
-This is the only module that parses configuration. A config file has five top-level keys, each
-optional (defaults: ViT-B, SPEC section 6)::
+This is the only module that reads evad's YAML configs (the sections' dataclasses live beside what
+they configure; `evad.weights.official_config` reads the official code's own YAML). A config file
+has five top-level keys, each optional (defaults: ViT-B, SPEC section 6)::
 
     _base_: ava_vit-b_16x4_kr0.7.yaml   # inherit, relative to this file; this file wins
     model: {preset: vit-b, keep_rate: 0.7, keyframe_weight: 4}   # any ModelConfig field
