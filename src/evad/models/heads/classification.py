@@ -183,8 +183,8 @@ class ContextRefinementHead(nn.Module):
         self.official_pos_resize = official_pos_resize
         self.encoder_to_decoder = nn.Linear(encoder_dim, decoder_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        # Xavier like every other matrix of the head: the official head re-initialises all its
-        # parameters of more than one dimension so, the mask token included (U(+-0.088) at Cd=384).
+        # Xavier, as the official head re-initialises every parameter of more than one dimension,
+        # the mask token included (U(+-0.088) at Cd=384).
         nn.init.xavier_uniform_(self.mask_token)
         t, h, w = table_grid
         self.register_buffer("pos_table", sinusoid_table(t * h * w, decoder_dim), persistent=False)
