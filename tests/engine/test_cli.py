@@ -9,12 +9,12 @@ import time
 
 import pytest
 import torch
-from tiny_data import TinyDataset, loader
 
 import evad.engine.evaluate as evaluate_module
 import evad.engine.train as train_module
 from evad.cli import main
 from evad.engine.train import TrainData
+from tiny_data import TinyDataset, loader
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_data import ORIG, TinyDataset, loader
 
 from evad.engine.evaluate import (
     KeyframeDetections,
@@ -17,6 +16,7 @@ from evad.evaluation.ava import evaluate_ava_files
 from evad.evaluation.tubes import evaluate_tubes, read_detections
 from evad.models.factory import create_model
 from evad.models.postprocess import PostProcess
+from tiny_data import ORIG, TinyDataset, loader
 
 
 @pytest.fixture(scope="module")

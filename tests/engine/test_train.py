@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-from tiny_data import TinyDataset, loader
 
 import evad.engine.train as engine
 from evad.config import load_config
@@ -16,6 +15,7 @@ from evad.engine.optim import build_optimizer, build_scheduler
 from evad.engine.train import TrainData, train, train_one_epoch
 from evad.errors import UserError
 from evad.models.factory import build_criterion, build_model, get_config
+from tiny_data import TinyDataset, loader
 
 
 def make_config(out, *extra):
