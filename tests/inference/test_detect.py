@@ -71,6 +71,22 @@ def test_writes_csv_json_and_an_annotated_video_like_the_input(model, video, tmp
     assert all(0 <= float(v) <= 1 for r in rows for v in r[2:6] + r[7:])
 
 
+def test_a_loaded_model_detects_with_its_own_settings(model, video, tmp_path):
+    """`LoadedModel.detect` runs at the model's input size and threshold, as `evad detect` does;
+    the keep rate recorded is the one used, also when the model's default was."""
+    from evad.inference import InputSettings, LoadedModel
+
+    loaded = LoadedModel(model, IDS, NAMES, InputSettings(short_side=32), person_threshold=0.0)
+    result = loaded.detect(video, tmp_path / "own", progress=False)
+    doc = json.loads(result.json_path.read_text())
+    assert doc["person_threshold"] == 0.0 and doc["keep_rate"] == model.backbone.keep_rate
+    assert result.num_detections == 3 * 10  # threshold 0: every proposal
+    same = _detect(model, video, tmp_path / "by_hand", short_side=32)
+    assert same.csv_path.read_text().replace("by_hand", "own") == result.csv_path.read_text()
+    higher = loaded.detect(video, tmp_path / "higher", person_threshold=1.0, progress=False)
+    assert higher.num_detections == 0  # an option overrides the model's setting
+
+
 def test_boxes_are_drawn_and_held_until_the_next_keyframe(model, video, tmp_path):
     result = _detect(model, video, tmp_path / "out", stride=20)
     assert [k.frame for k in result.keyframes] == [0, 20, 40, 60]

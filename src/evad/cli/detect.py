@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -124,7 +123,7 @@ def _refuse_replacing_inputs(videos: list[Path], out_dirs: list[Path]) -> None:
 def run(args: argparse.Namespace) -> int:
 
     from evad.engine.distributed import resolve_device
-    from evad.inference import check_output_dir, detect_video, probe_video
+    from evad.inference import check_output_dir, probe_video
 
     if args.example == bool(args.videos):
         raise UserError(
@@ -156,19 +155,15 @@ def run(args: argparse.Namespace) -> int:
     for video, out_dir in zip(videos, out_dirs, strict=True):
         try:
             with warnings_as_lines():
-                result = detect_video(
-                    loaded.model,
+                result = loaded.detect(
                     video,
                     out_dir,
-                    loaded.class_names,
-                    loaded.class_ids,
                     keep_rate=args.keep_rate,
                     person_threshold=chosen_person_threshold(args, loaded),
                     action_threshold=args.action_threshold,
                     rate=None if args.stride else args.rate,
                     stride=args.stride,
                     batch_size=args.batch,
-                    **asdict(loaded.inputs),
                     device=args.device,
                     overwrite=args.overwrite,
                     progress=not args.no_progress,

@@ -443,7 +443,7 @@ def detect_video(
             "truncated": truncated,
             "keyframe_rate": sampler.rate,
             "keyframe_stride": sampler.stride,
-            "keep_rate": keep_rate,
+            "keep_rate": keep_rate if keep_rate is not None else model.backbone.keep_rate,
             "person_threshold": person_threshold,
             "action_threshold": action_threshold,
             "classes": [{"id": int(i), "name": n} for i, n in zip(class_ids, class_names, strict=True)],

@@ -8,13 +8,17 @@ small model trained on the synthetic benchmark that ships with the package
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from evad.errors import UserError
 from evad.inference.preprocess import InputSettings
+
+if TYPE_CHECKING:
+    from evad.inference.detect import DetectResult
 
 PACKAGED_MODEL = "synthetic_tiny"
 
@@ -50,6 +54,19 @@ class LoadedModel:
     source: str = ""
     random_weights: bool = False
     person_threshold: float = 0.7
+
+    def detect(self, video: str | Path, out_dir: str | Path, **options: Any) -> DetectResult:
+        """`evad.inference.detect_video` with this model's classes, input settings and person
+        threshold (what `evad detect` does); `options` are `detect_video`'s keyword arguments.
+
+        Example:
+            >>> loaded = load_detector("runs/ava/best.pt")  # doctest: +SKIP
+            >>> result = loaded.detect("clip.mp4", "clip_detections", device="cuda")  # doctest: +SKIP
+        """
+        from evad.inference.detect import detect_video
+
+        settings = {**asdict(self.inputs), "person_threshold": self.person_threshold, **options}
+        return detect_video(self.model, video, out_dir, self.class_names, self.class_ids, **settings)
 
 
 def class_list(labelmap: str | Path | None, num_classes: int | None) -> tuple[list[int], list[str]]:
