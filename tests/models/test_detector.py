@@ -207,3 +207,29 @@ def test_checkpointed_interaction_same_gradients_less_saved_memory():
     for name, grad in grads_plain.items():
         torch.testing.assert_close(grads_ckpt[name], grad, msg=name)
     assert saved_ckpt < 0.9 * saved_plain, (saved_ckpt, saved_plain)
+
+
+@pytest.mark.parametrize(
+    ("clips", "kwargs", "message"),
+    [
+        (torch.zeros(3, 16, 64, 64), {}, r"shape \(B, 3, T, H, W\), got \(3, 16, 64, 64\)"),
+        (torch.zeros(1, 3, 16, 64, 64, dtype=torch.uint8), {}, "normalised floats .* got torch.uint8"),
+        (torch.zeros(1, 3, 16, 64, 64, dtype=torch.float64), {}, "dtype torch.float32, got torch.float64"),
+        (
+            torch.zeros(2, 3, 16, 64, 64),
+            {"image_sizes": [(64, 64)]},
+            r"image_sizes must be \(B, 2\) = \(2, 2\)",
+        ),
+    ],
+)
+def test_wrong_inputs_are_named_before_anything_runs(clips, kwargs, message):
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    with pytest.raises(ValueError, match=message):
+        model(clips, **kwargs)
+
+
+def test_image_sizes_may_be_plain_lists():
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, 3, 16, 64, 64), image_sizes=[(64, 48), (32, 64)])
+    assert out["image_sizes"].tolist() == [[64.0, 48.0], [32.0, 64.0]]

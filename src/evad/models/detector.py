@@ -73,11 +73,16 @@ class EVAD(nn.Module):
                 grid: token grid (t, h, w).
                 num_tokens: token count entering the encoder and after each pruning layer.
         """
+        self.backbone.check_input(clips)
         B, _, _, H, W = clips.shape
         check_input_size(H, W, self.backbone.patch_size)
         if image_sizes is None:
             image_sizes = clips.new_tensor([H, W]).expand(B, 2)  # (2,) -> (B, 2)
-        image_sizes = image_sizes.to(device=clips.device, dtype=torch.float32)
+        image_sizes = torch.as_tensor(image_sizes, device=clips.device, dtype=torch.float32)
+        if image_sizes.shape != (B, 2):
+            raise ValueError(
+                f"image_sizes must be (B, 2) = ({B}, 2) (height, width), got {tuple(image_sizes.shape)}"
+            )
         enc = self.backbone(clips, keep_rate=keep_rate)
         features = self.fpn(enc.keyframe_maps)
         stages = self.localization(features, image_sizes)

@@ -146,9 +146,17 @@ class VideoViT(nn.Module):
         self.apply(_init_weights)
 
     def check_input(self, clips: Tensor) -> None:
-        """Raise ValueError unless `clips` is (B, 3, num_frames, H, W) with H, W divisible by 16."""
+        """Raise ValueError unless `clips` is a floating (B, 3, num_frames, H, W) tensor in the
+        weights' dtype (or under autocast) with H, W multiples of the patch size."""
         if clips.ndim != 5 or clips.shape[1] != 3:
             raise ValueError(f"clips must have shape (B, 3, T, H, W), got {tuple(clips.shape)}")
+        weight = self.patch_embed.proj.weight
+        if not clips.is_floating_point() or (
+            clips.dtype != weight.dtype and not torch.is_autocast_enabled(clips.device.type)
+        ):
+            raise ValueError(
+                f"clips must be normalised floats in the model's dtype {weight.dtype}, got {clips.dtype}"
+            )
         T, H, W = clips.shape[2:]
         if T != self.num_frames:
             raise ValueError(f"clips must have T={self.num_frames} frames for this model, got T={T}")
