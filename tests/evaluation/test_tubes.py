@@ -300,6 +300,7 @@ def test_iou_threshold_parsing():
     for bad in ["x", "0", "1.5", "0.5:0.97", "0.9:0.5", "0.1:0.2:0.3"]:
         with pytest.raises(UserError, match="IoU threshold"):
             parse_iou_thresholds([bad])
+    assert parse_iou_thresholds([0.2, 0.5]) == [("0.2", [0.2]), ("0.5", [0.5])]  # numbers from Python
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -395,7 +396,9 @@ def test_ground_truth_errors(tmp_path):
     with pytest.raises(UserError, match="lacks nframes"):
         load_groundtruth(write_groundtruth(tmp_path / "a.pkl", drop=["nframes"]))
     with pytest.raises(UserError, match=r"split 2 does not exist \(the pickle has 1 test splits\)"):
-        load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=1)  # 0-based index, 1-based name
+        load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=2)  # numbered from 1
+    with pytest.raises(UserError, match=r"split 0 does not exist"):
+        load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=0)
     gaps = {"v0": {0: [np.array([[1, *BOX], [3, *BOX]])]}, "v1": {}, "t0": {}}
     with pytest.raises(UserError, match="consecutive"):
         load_groundtruth(write_groundtruth(tmp_path / "c.pkl", gttubes=gaps))

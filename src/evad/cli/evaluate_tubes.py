@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--split numbers splits from 1, got {args.split}")
     thresholds = args.iou or tubes.DEFAULT_VIDEO_THRESHOLDS
     tubes.parse_iou_thresholds(thresholds)  # fail on a bad threshold before reading anything
-    groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split - 1)
+    groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split)
     detections = tubes.read_detections(args.detections, groundtruth)
     frames = None
     if args.frame_stride > 1:  # (video index, frame) of every scored frame

@@ -65,7 +65,7 @@ class TubeDataset(ClipDataset):
             raise UserError(f"the keyframe stride must be at least 1, got {stride}")
         self.stride = stride
         self.groundtruth_path = Path(groundtruth).absolute()
-        self.groundtruth: TubeGroundTruth = load_groundtruth(groundtruth, split_index)
+        self.groundtruth: TubeGroundTruth = load_groundtruth(groundtruth, split_index + 1)
         labels = self.groundtruth.labels
         if classes is None:
             class_ids = list(range(1, len(labels) + 1))

@@ -174,12 +174,13 @@ def _check_tube(tube: object, where: str) -> np.ndarray:
     return tube
 
 
-def load_groundtruth(path: str | Path, split: int = 0) -> TubeGroundTruth:
+def load_groundtruth(path: str | Path, split: int = 1) -> TubeGroundTruth:
     """Read a UCF101-24 / JHMDB ground-truth pickle (Python 2 or 3) with a restricted unpickler.
 
     Args:
         path: the pickle (keys ``labels``, ``gttubes``, ``nframes``, ``test_videos``, ...).
-        split: index into ``test_videos`` (0 for UCF101-24; 0, 1 or 2 for JHMDB).
+        split: test split numbered from 1, like ``data.split`` and ``evad evaluate tubes --split``
+            (1 for UCF101-24; 1, 2 or 3 for JHMDB).
 
     Returns:
         The test videos of that split with their tubes.
@@ -208,11 +209,9 @@ def load_groundtruth(path: str | Path, split: int = 0) -> TubeGroundTruth:
 def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
     labels = tuple(str(label) for label in data["labels"])
     splits = data["test_videos"]
-    if not 0 <= split < len(splits):
-        raise UserError(
-            f"{path}: split {split + 1} does not exist (the pickle has {len(splits)} test splits)"
-        )
-    videos = tuple(str(v) for v in splits[split])
+    if not 1 <= split <= len(splits):
+        raise UserError(f"{path}: split {split} does not exist (the pickle has {len(splits)} test splits)")
+    videos = tuple(str(v) for v in splits[split - 1])
     nframes = np.zeros(len(videos), dtype=np.int64)
     tubes = []
     for iv, video in enumerate(videos):
@@ -775,11 +774,11 @@ def video_average_precision(
 # ------------------------------------------------------------------------------------------ report
 
 
-def parse_iou_thresholds(texts: Sequence[str]) -> list[tuple[str, list[float]]]:
-    """Parse video-AP thresholds: ``"0.5"`` or a range ``"0.5:0.95"`` (step 0.05, averaged).
+def parse_iou_thresholds(texts: Sequence[str | float]) -> list[tuple[str, list[float]]]:
+    """Parse video-AP thresholds: ``0.5`` / ``"0.5"`` or a range ``"0.5:0.95"`` (step 0.05, averaged).
 
     Args:
-        texts: threshold texts.
+        texts: thresholds, as numbers or texts.
 
     Returns:
         ``(name, thresholds)`` per text, names normalised (``"0.50"`` -> ``"0.5"``).
@@ -789,6 +788,7 @@ def parse_iou_thresholds(texts: Sequence[str]) -> list[tuple[str, list[float]]]:
     """
     parsed = []
     for text in texts:
+        text = str(text)
         try:
             bounds = [float(part) for part in text.split(":")]
         except ValueError:
@@ -887,7 +887,7 @@ def _input_warnings(groundtruth: TubeGroundTruth, detections: FrameDetections) -
 def evaluate_tubes(
     groundtruth: TubeGroundTruth,
     detections: FrameDetections,
-    iou_thresholds: Sequence[str] = DEFAULT_VIDEO_THRESHOLDS,
+    iou_thresholds: Sequence[str | float] = DEFAULT_VIDEO_THRESHOLDS,
     frames: np.ndarray | None = None,
 ) -> TubeMetrics:
     """Frame-mAP at IoU 0.5 and video-mAP at the given thresholds (SPEC section 11).
