@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evad.errors import UserError
-from evad.viz.report import write_report_html
+from evad.viz.report import nice_ticks, write_report_html
 
 
 def _png(path, value):
@@ -57,3 +57,9 @@ def test_report_without_optional_parts_and_with_a_missing_picture(tmp_path):
     with pytest.raises(UserError, match=r"missing\.png"):
         write_report_html(tmp_path / "r2.html", title="t", metrics={}, tokens_png=tmp_path / "missing.png")
     assert not (tmp_path / "r2.html").exists()
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    assert nice_ticks(1.211, 2.388) == [1.0, 1.5, 2.0, 2.5]
+    assert nice_ticks(0, 684) == [0, 200, 400, 600, 800]
+    assert nice_ticks(5, 5) == [5]

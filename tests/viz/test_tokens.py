@@ -68,3 +68,16 @@ def test_detector_outputs_alone_give_input_and_final_rows(traced):
     out = model.eval()(torch.stack([clip, clip]), keep_rate=0.7)
     figure = render_kept_tokens(clip, out, None, batch_index=1)
     assert figure.row_labels == ["input", "after pruning 1"]
+
+
+def test_zero_padding_is_drawn_white_not_as_dropped_tokens(traced):
+    _, clip, trace = traced
+    H, W = clip.shape[-2:]
+    figure = render_kept_tokens(clip, trace, None, image_size=(H - 16, W - 32))
+    ch, cw = figure.cell
+    for row in range(len(figure.row_labels)):
+        y, x = figure.origin(row, 0)
+        tile = figure.image[y : y + ch, x : x + cw]
+        scale = ch // H
+        assert (tile[(H - 16) * scale :] == 255).all() and (tile[:, (W - 32) * scale :] == 255).all()
+        assert not (tile[: (H - 16) * scale, : (W - 32) * scale] == 255).all()  # the image itself

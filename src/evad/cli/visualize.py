@@ -124,7 +124,9 @@ def run_tokens(args: argparse.Namespace) -> int:
 
     loaded, clip, read = _prepare(args)
     traced = trace_kept_tokens(loaded.model, clip, keep_rate=args.keep_rate)
-    figure = render_kept_tokens(clip.cpu(), traced, args.out, loaded.inputs.mean, loaded.inputs.std)
+    figure = render_kept_tokens(
+        clip.cpu(), traced, args.out, loaded.inputs.mean, loaded.inputs.std, image_size=read.input_size
+    )
     tokens = " -> ".join(str(n) for n in traced["num_tokens"])
     print(
         f"{args.video}: keyframe at {read.clip.time:.2f} s (frame {read.clip.keyframe}), tokens {tokens} "

@@ -1140,7 +1140,12 @@ def plot_per_class_ap(
             "green" if ap[i] > 2 * other[i] else "black" if ap[i] - other[i] > 5 else "grey"
             for i in range(len(ids))
         ]
-    axes.set_xticks(x, names, rotation=90, fontsize=7)
+        axes.set_xlabel(
+            f"class names: green = more than twice the AP of {labels[1]}, black = more than 5 points "
+            "above it, grey = neither",
+            fontsize=8,
+        )
+    axes.set_xticks(x, names, rotation=90, fontsize=8)
     for tick, colour in zip(axes.get_xticklabels(), colours, strict=True):
         tick.set_color(colour)
     axes.set_xlim(-0.6, len(ids) - 0.4)

@@ -27,6 +27,7 @@ table { border-collapse: collapse; } td, th { padding: 3px 12px; border-bottom: 
 th { text-align: left; background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img, video { max-width: 100%; border: 1px solid #ddd; }
+video { width: 720px; }
 """
 
 
@@ -71,7 +72,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for row in rows:
         cells = "".join(
             f'<td class="num">{html.escape(_format(v))}</td>'
-            if _is_number(v)
+            if _is_number(v) or str(v).endswith(" %")
             else f"<td>{html.escape(str(v))}</td>"
             for v in row
         )
@@ -100,8 +101,25 @@ def _per_class_table(metrics: Mapping[str, Any]) -> str | None:
     return _table(header, rows)
 
 
-def loss_curve_svg(points: Sequence[tuple[float, float]], width: int = 720, height: int = 260) -> str:
-    """An inline SVG line chart of (step, loss) points with labelled axes."""
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values (steps of 1, 2 or 5 times a power of ten) covering
+    [low, high], as chart axes label them."""
+    if not high > low:
+        return [low]
+    raw = (high - low) / max(1, count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(low / step) * step
+    ticks = [round(first, 12)]
+    while ticks[-1] < high - step * 1e-9:  # up to the first tick at or above `high`
+        ticks.append(round(first + len(ticks) * step, 12))
+    return ticks
+
+
+def loss_curve_svg(
+    points: Sequence[tuple[float, float]], width: int = 720, height: int = 260, label: str = "loss"
+) -> str:
+    """An inline SVG line chart of (step, loss) points with labelled axes (`label` on the y axis)."""
     points = [(float(s), float(v)) for s, v in points if math.isfinite(float(v))]
     if not points:
         return "<p>No finite loss values.</p>"
@@ -114,6 +132,9 @@ def loss_curve_svg(points: Sequence[tuple[float, float]], width: int = 720, heig
         x1 = x0 + 1
     if y1 == y0:
         y0, y1 = y0 - 0.5, y1 + 0.5
+    y_ticks, x_ticks = nice_ticks(y0, y1), nice_ticks(x0, x1)
+    y0, y1 = min(y0, y_ticks[0]), max(y1, y_ticks[-1])  # the axes end on round values
+    x0, x1 = min(x0, x_ticks[0]), max(x1, x_ticks[-1])
 
     def px(s: float, v: float) -> tuple[float, float]:
         return (
@@ -128,20 +149,23 @@ def loss_curve_svg(points: Sequence[tuple[float, float]], width: int = 720, heig
         f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
         'fill="none" stroke="#999"/>',
     ]
-    for i in range(5):  # horizontal grid lines with loss labels
-        v = y0 + (y1 - y0) * i / 4
+    for v in y_ticks:  # horizontal grid lines with loss labels
         _, y = px(x0, v)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{v:.4g}</text>')
-    for i in range(5):  # step labels
-        s = x0 + (x1 - x0) * i / 4
+    for s in x_ticks:  # step labels
         x, _ = px(s, y0)
         parts.append(
-            f'<text x="{x:.1f}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">{s:.0f}</text>'
+            f'<text x="{x:.1f}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">{s:g}</text>'
         )
     parts.append(
         f'<text x="{(left + width - right) / 2}" y="{height - 4}" font-size="12" '
         'text-anchor="middle">step</text>'
+    )
+    middle = (top + height - bottom) / 2
+    parts.append(
+        f'<text x="14" y="{middle:.1f}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {middle:.1f})">{html.escape(label)}</text>'
     )
     parts.append(f'<polyline points="{line}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
     parts.append("</svg>")
@@ -158,6 +182,8 @@ def write_report_html(
     tokens_png: str | Path | None = None,
     video_mp4: str | Path | None = None,
     extra_rows: Mapping[str, Any] | None = None,
+    loss_label: str = "loss",
+    captions: Mapping[str, str] | None = None,
 ) -> None:
     """Write one self-contained HTML report, atomically.
 
@@ -172,11 +198,18 @@ def write_report_html(
         tokens_png: Kept-token figure (`evad.viz.tokens.render_kept_tokens`).
         video_mp4: Annotated video (`evad.inference.detect_video`); embedded whole, so keep it short.
         extra_rows: More label -> value rows for the metrics table (run settings, paths).
+        loss_label: The loss chart's y-axis label (what the logged loss is).
+        captions: A sentence under the ``tokens`` or ``video`` section's heading.
 
     Raises:
         UserError: If an input file cannot be read or the report cannot be written.
     """
     e = html.escape
+    captions = captions or {}
+
+    def caption(key: str) -> str:
+        return f"<p>{e(captions[key])}</p>" if key in captions else ""
+
     sections = [f"<h1>{e(title)}</h1>"]
     rows = _flat_metrics(metrics) + list((extra_rows or {}).items())
     if rows:
@@ -189,17 +222,19 @@ def write_report_html(
         if per_class:
             sections.append(per_class)
     if loss_curve:
-        sections.append("<h2>Training loss</h2>" + loss_curve_svg(loss_curve))
+        sections.append("<h2>Training loss</h2>" + loss_curve_svg(loss_curve, label=loss_label))
     if tokens_png:
         sections.append(
             "<h2>Kept tokens</h2><p>One row per pruning stage, one column per temporal slice; "
             "dropped tokens are grey, the keyframe slice is framed.</p>"
-            f'<p><img alt="kept tokens" src="{_data_uri(tokens_png, "image/png")}"></p>'
+            + caption("tokens")
+            + f'<p><img alt="kept tokens" src="{_data_uri(tokens_png, "image/png")}"></p>'
         )
     if video_mp4:
         sections.append(
             "<h2>Detections</h2>"
-            f'<video controls loop muted playsinline src="{_data_uri(video_mp4, "video/mp4")}"></video>'
+            + caption("video")
+            + f'<video controls loop muted playsinline src="{_data_uri(video_mp4, "video/mp4")}"></video>'
         )
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'

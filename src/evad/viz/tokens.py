@@ -175,6 +175,7 @@ def render_kept_tokens(
     std: Sequence[float] = (0.225, 0.225, 0.225),
     *,
     batch_index: int = 0,
+    image_size: tuple[int, int] | None = None,
 ) -> TokenGrid:
     """Draw which tokens survive each pruning stage (EVAD Fig. 4) and save it as PNG or JPEG.
 
@@ -186,6 +187,8 @@ def render_kept_tokens(
         path: .png, .jpg or .jpeg file to write (atomically); nothing is written if None.
         mean, std: The normalisation to undo.
         batch_index: Which clip of a batched ``kept_indices`` the picture is about.
+        image_size: The clip's unpadded (height, width): the zero padding beyond it is drawn white,
+            so that it does not pass for dropped tokens (its tokens still count in the totals).
 
     Returns:
         The figure and its layout.
@@ -204,7 +207,11 @@ def render_kept_tokens(
         for col in range(t):
             frame = frames[col * tubelet]
             mask = np.kron(kept[col], np.ones((H // h, W // w), bool))  # (h, w) -> (H, W) by patch
-            figure.paste(row, col, np.where(mask[..., None], frame, _dim(frame)))
+            tile = np.where(mask[..., None], frame, _dim(frame))
+            if image_size is not None:
+                tile[int(image_size[0]) :] = 255
+                tile[:, int(image_size[1]) :] = 255
+            figure.paste(row, col, tile)
     if path is not None:
         figure.save(path)
     return figure
