@@ -1,0 +1,23 @@
+"""Scorers that agree with the official ones; they read files and arrays, never the model.
+
+* `evad.evaluation.ava`: AVA frame-mAP@0.5 (the ActivityNet / AVA v2.2 protocol): CSV readers and
+  writers, `evaluate_ava`, `evaluate_ava_files` and the streaming `AvaEvaluator`, per-class plots.
+* `evad.evaluation.tubes`: UCF101-24 / JHMDB frame-mAP and video-mAP from the standard
+  ground-truth pickles (`load_groundtruth`, `evaluate_tubes`).
+* `evad.evaluation.baselines`: reference points beside a frame-mAP (person AP of the boxes alone,
+  class shares as scores, actor-level AP).
+* `evad.evaluation.oracle`: how much perfect boxes or perfect labels would add.
+"""
+
+from evad.evaluation.ava import AvaEvaluator, AvaResult, evaluate_ava, evaluate_ava_files
+from evad.evaluation.tubes import TubeMetrics, evaluate_tubes, load_groundtruth
+
+__all__ = [
+    "AvaEvaluator",
+    "AvaResult",
+    "TubeMetrics",
+    "evaluate_ava",
+    "evaluate_ava_files",
+    "evaluate_tubes",
+    "load_groundtruth",
+]

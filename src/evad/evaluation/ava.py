@@ -991,8 +991,11 @@ class AvaEvaluator:
     Example:
         >>> evaluator = AvaEvaluator("ava_val_v2.2.csv", "ava_action_list_v2.2.pbtxt",
         ...                          "ava_val_excluded_timestamps_v2.2.csv")  # doctest: +SKIP
-        >>> for batch, outputs in loader_and_model_outputs:  # doctest: +SKIP
-        ...     evaluator.process(batch["video_id"], batch["second"], outputs["boxes"], outputs["scores"])
+        >>> postprocess = evad.PostProcess()  # doctest: +SKIP
+        >>> for batch in loader:  # evad.data batches  # doctest: +SKIP
+        ...     found = postprocess(model(batch.clips, batch.image_sizes), target_sizes=batch.orig_sizes)
+        ...     evaluator.process(batch.videos, batch.timestamps,
+        ...                       [d.normalized_boxes() for d in found], [d.action_scores for d in found])
         >>> print(evaluator.evaluate().mean_ap)  # doctest: +SKIP
     """
 
