@@ -121,7 +121,6 @@ def _refuse_replacing_inputs(videos: list[Path], out_dirs: list[Path]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from evad.engine.distributed import resolve_device
     from evad.inference import check_output_dir, probe_video
 

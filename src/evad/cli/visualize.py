@@ -87,7 +87,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]:
     """Check the inputs, load the model and cut the clip: the model, the (3, T, H, W) clip, its origin."""
-
     from evad.engine.distributed import resolve_device
     from evad.inference import clips_to_batch, probe_video, read_keyframe_clip
     from evad.layers.token_pruning import check_keep_rate
