@@ -190,8 +190,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from evad.data.build import build_dataset
     from evad.data.collate import collate
     from evad.engine.train import train
-    from evad.evaluation.ava import plot_per_class_ap
     from evad.inference.detect import detect_video
+    from evad.viz.ap_chart import plot_per_class_ap
     from evad.viz.report import write_report_html
     from evad.viz.tokens import render_kept_tokens, trace_kept_tokens
 

@@ -101,7 +101,8 @@ def format_report(result: AvaResult) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Score the detections, print the report, write the JSON and picture; UserError on bad input."""
-    from evad.evaluation.ava import evaluate_ava_files, plot_per_class_ap
+    from evad.evaluation.ava import evaluate_ava_files
+    from evad.viz.ap_chart import plot_per_class_ap
 
     if args.compare is not None and args.plot is None:
         raise UserError("--compare needs --plot")

@@ -1,5 +1,6 @@
 """Pictures of what the detector does: annotated frames, kept tokens (EVAD Fig. 4), decoder
-attention (supplementary Fig. 4), HTML reports."""
+attention (supplementary Fig. 4), per-class AP charts (supplementary Fig. 1; `evad.viz.ap_chart`,
+which needs matplotlib), HTML reports."""
 
 from evad.viz.attention import ActorAttention, render_decoder_attention, trace_decoder_attention
 from evad.viz.draw import draw_detections, draw_label, track_color

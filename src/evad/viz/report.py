@@ -193,7 +193,7 @@ def write_report_html(
         metrics: Scalars (nested dicts are flattened as ``a.b``); an `AvaResult.to_dict()` also
             gives the per-class AP table (``per_class``, ``class_names``, ``num_groundtruth``,
             ``num_detections``).
-        per_class_png: Per-class AP chart (`evad.evaluation.ava.plot_per_class_ap`).
+        per_class_png: Per-class AP chart (`evad.viz.ap_chart.plot_per_class_ap`).
         loss_curve: (step, loss) pairs, drawn as an inline SVG chart.
         tokens_png: Kept-token figure (`evad.viz.tokens.render_kept_tokens`).
         video_mp4: Annotated video (`evad.inference.detect_video`); embedded whole, so keep it short.
