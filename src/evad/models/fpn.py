@@ -22,9 +22,18 @@ class SimpleFPN(nn.Module):
     def __init__(self, in_channels: int, out_channels: int = 256) -> None:
         super().__init__()
         self.out_channels = out_channels
-        for level in range(2, 6):
-            self.add_module(f"fpn_lateral{level}", nn.Conv2d(in_channels, out_channels, 1))
-            self.add_module(f"fpn_output{level}", nn.Conv2d(out_channels, out_channels, 3, padding=1))
+
+        def lateral() -> nn.Conv2d:
+            return nn.Conv2d(in_channels, out_channels, 1)
+
+        def output() -> nn.Conv2d:
+            return nn.Conv2d(out_channels, out_channels, 3, padding=1)
+
+        # Named one by one, as the official checkpoints name them (levels 2..5 = strides 4..32).
+        self.fpn_lateral2, self.fpn_output2 = lateral(), output()
+        self.fpn_lateral3, self.fpn_output3 = lateral(), output()
+        self.fpn_lateral4, self.fpn_output4 = lateral(), output()
+        self.fpn_lateral5, self.fpn_output5 = lateral(), output()
         for module in self.children():
             nn.init.kaiming_uniform_(module.weight, a=1)  # detectron2's c2_xavier_fill
             nn.init.zeros_(module.bias)
@@ -36,12 +45,13 @@ class SimpleFPN(nn.Module):
             x if s == 1.0 else F.interpolate(x, scale_factor=s, mode="nearest")
             for x, s in zip(keyframe_maps, LEVEL_SCALES, strict=True)
         ]
-        laterals = [getattr(self, f"fpn_lateral{lvl}")(x) for lvl, x in zip(range(2, 6), inputs, strict=True)]
-        outputs = [self.fpn_output5(laterals[-1])]
+        lateral_convs = (self.fpn_lateral2, self.fpn_lateral3, self.fpn_lateral4, self.fpn_lateral5)
+        output_convs = (self.fpn_output2, self.fpn_output3, self.fpn_output4, self.fpn_output5)
+        laterals = [conv(x) for conv, x in zip(lateral_convs, inputs, strict=True)]
         top = laterals[-1]
-        for lvl in (4, 3, 2):
-            lateral = laterals[lvl - 2]
+        outputs = [output_convs[-1](top)]
+        for level in (2, 1, 0):  # p4, p3, p2: each finer level adds the coarser one, upsampled
             # Nearest x2; `size=` keeps odd grids (H/16 odd) aligned with the finer level.
-            top = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")
-            outputs.insert(0, getattr(self, f"fpn_output{lvl}")(top))
+            top = laterals[level] + F.interpolate(top, size=laterals[level].shape[-2:], mode="nearest")
+            outputs.insert(0, output_convs[level](top))
         return outputs  # [p2, p3, p4, p5]
