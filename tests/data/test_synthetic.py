@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from evad.cli import main
-from evad.data import synthetic
 from evad.data.synthetic import (
     ANNOTATIONS,
     LAYOUTS,
@@ -28,6 +27,7 @@ from evad.data.synthetic import (
     generate,
     render_frames,
     simulate_video,
+    writer,
 )
 from evad.errors import UserError
 
@@ -254,7 +254,7 @@ def test_an_interrupted_run_leaves_nothing_that_looks_done(
         calls.append(1)
         return simulate_video(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "simulate_video", interrupted)
+    monkeypatch.setattr(writer, "simulate_video", interrupted)
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path / "out", 3, config=TINY, progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,275 @@
+"""Writing the benchmark to disk in the AVA and UCF101-24 layouts (`generate`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from evad.data.synthetic.config import SYNTH_CLASSES, SynthConfig, SynthSummary
+from evad.data.synthetic.render import render_frames
+from evad.data.synthetic.scene import SynthVideo, simulate_video
+from evad.errors import UserError
+from evad.fileio import folder_entries, make_dirs
+
+# ----------------------------------------------------------------------------------------------
+# Writing the dataset
+# ----------------------------------------------------------------------------------------------
+
+# Frame file layouts, numbered from 1; the AVA one is the primary copy, the others hard links.
+LAYOUTS: dict[str, str] = {
+    "ava": "frames/{video}/{video}_{frame:06d}.jpg",
+    "mmaction2": "rawframes/{video}/img_{frame:05d}.jpg",
+    "ucf24": "rgb-images/{video}/{frame:05d}.jpg",
+}
+ANNOTATIONS: dict[str, str] = {
+    "train_csv": "annotations/train.csv",
+    "val_csv": "annotations/val.csv",
+    "labelmap": "annotations/labelmap.pbtxt",
+    "train_exclusions": "annotations/train_excluded_timestamps.csv",
+    "val_exclusions": "annotations/val_excluded_timestamps.csv",
+    "ucf_gt": "annotations/synth-GT.pkl",
+}
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    num_videos: int = 16,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    *,
+    config: SynthConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> SynthSummary:
+    """Generate the synthetic benchmark into `out_dir` (byte-identical for the same arguments).
+
+    Args:
+        out_dir: output directory; must not exist, be empty, or (with `overwrite`) hold an earlier
+            synthetic dataset.
+        num_videos: number of videos (at least 2; the last `config.val_fraction` are validation).
+        seed: random seed; video i depends only on (seed, i).
+        size: frame height and width, overriding `config.size`.
+        config: world and output settings.
+        overwrite: replace an existing synthetic dataset in `out_dir`.
+        progress: show a progress bar over videos.
+
+    Returns:
+        Counts of what was written.
+
+    Raises:
+        UserError: bad arguments, or an output directory that may not be written.
+    """
+    started = time.perf_counter()
+    cfg = config or SynthConfig()
+    if size is not None:
+        cfg = replace(cfg, size=(int(size[0]), int(size[1])))
+    _validate(cfg, num_videos)
+    out = Path(out_dir)
+    _check_output(out, overwrite)
+    make_dirs(out.parent)
+    # Build next to the target and rename at the end: an interrupted run leaves only a hidden
+    # `.NAME.partial-*` folder, never something that looks like a finished dataset.
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"
+    partial.mkdir()
+    try:
+        summary = _write_dataset(partial, cfg, num_videos, seed, progress)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    summary.out_dir = out
+    summary.seconds_taken = time.perf_counter() - started
+    return summary
+
+
+def _validate(cfg: SynthConfig, num_videos: int) -> None:
+    height, width = cfg.size
+    if num_videos < 2:
+        raise UserError(
+            f"--videos must be at least 2 (one to train on, one to validate on), got {num_videos}"
+        )
+    if min(height, width) < 64:
+        raise UserError(f"--size must be at least 64 x 64 pixels, got {height} x {width}")
+    if cfg.fps < 1 or not cfg.keyframe_seconds():
+        window = cfg.clip_frames * cfg.clip_stride
+        raise UserError(
+            f"videos of {cfg.seconds} s at {cfg.fps} fps are too short for one {window}-frame clip window"
+        )
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise UserError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
+    far, near = cfg.actor_height
+    if not 0 < far <= near <= 1:
+        raise UserError(f"--actor-height must satisfy 0 < FAR <= NEAR <= 1, got {far} {near}")
+    if cfg.max_actors < 4:
+        raise UserError(f"--max-actors must be at least 4 (the scheduled actors), got {cfg.max_actors}")
+    low, high = cfg.background_shapes
+    if not 0 <= low < high:
+        raise UserError(f"--background-shapes must satisfy 0 <= MIN < MAX, got {low} {high}")
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    entries = folder_entries(out)
+    if not entries:
+        return
+    if not overwrite:
+        raise UserError(f"{out}: the folder is not empty; choose another or pass --overwrite")
+    if not (out / "synth.json").is_file():
+        raise UserError(f"{out}: the folder is not empty and holds no synth.json; refusing to replace it")
+
+
+def _write_dataset(root: Path, cfg: SynthConfig, num_videos: int, seed: int, progress: bool) -> SynthSummary:
+    names = [f"synth_{i:04d}" for i in range(num_videos)]
+    num_val = min(num_videos - 1, max(1, round(num_videos * cfg.val_fraction)))
+    splits = {"train": names[: num_videos - num_val], "val": names[num_videos - num_val :]}
+    rows: dict[str, list[str]] = {"train": [], "val": []}
+    gttubes: dict[str, dict[int, list[np.ndarray]]] = {}
+    link = _can_hard_link(root)
+    # JPEG encoding and file writes release the GIL: they overlap with drawing the next frames.
+    with ThreadPoolExecutor(max_workers=2) as writers:
+        for index in tqdm(range(num_videos), desc="synth videos", unit="video", disable=not progress):
+            video = simulate_video(cfg, seed, index)
+            _write_frames(root, video, cfg.jpeg_quality, link, writers)
+            rows["val" if video.name in splits["val"] else "train"].extend(_ava_rows(video, cfg))
+            gttubes[video.name] = _tubes(video)
+    (root / "annotations").mkdir()
+    for split in ("train", "val"):
+        (root / ANNOTATIONS[f"{split}_csv"]).write_text("".join(rows[split]))
+        (root / ANNOTATIONS[f"{split}_exclusions"]).write_text("")
+    (root / ANNOTATIONS["labelmap"]).write_text(
+        "".join(f'item {{\n  name: "{c.name}"\n  id: {c.id}\n}}\n' for c in SYNTH_CLASSES)
+    )
+    ground_truth = {
+        "labels": [c.name for c in SYNTH_CLASSES],
+        "gttubes": gttubes,
+        "nframes": dict.fromkeys(names, cfg.num_frames),
+        "train_videos": [splits["train"]],
+        "test_videos": [splits["val"]],
+        "resolution": dict.fromkeys(names, tuple(cfg.size)),
+    }
+    (root / ANNOTATIONS["ucf_gt"]).write_bytes(pickle.dumps(ground_truth, protocol=4))
+
+    all_rows = [row.split(",") for split in ("train", "val") for row in rows[split]]
+    class_counts = {c.name: sum(int(r[6]) == c.id for r in all_rows) for c in SYNTH_CLASSES}
+    summary = SynthSummary(
+        out_dir=root,
+        videos=num_videos,
+        train_videos=len(splits["train"]),
+        val_videos=len(splits["val"]),
+        frames=num_videos * cfg.num_frames,
+        keyframes=num_videos * len(cfg.keyframe_seconds()),
+        boxes=len({tuple(r[:2] + r[7:]) for r in all_rows}),
+        label_rows=len(all_rows),
+        tubes=sum(len(tubes) for video in gttubes.values() for tubes in video.values()),
+        class_counts=class_counts,
+        seconds_taken=0.0,
+    )
+    meta = {
+        "generator": "evad.data.synthetic",
+        "seed": seed,
+        "num_videos": num_videos,
+        "config": asdict(cfg),
+        "frames_per_video": cfg.num_frames,
+        "keyframe_seconds": [s + cfg.timestamp_start for s in cfg.keyframe_seconds()],
+        "frame_of_second": "frame file number = (second - timestamp_start) * fps + 1",
+        "layouts": LAYOUTS,
+        "annotations": ANNOTATIONS,
+        "splits": splits,
+        "classes": [asdict(c) for c in SYNTH_CLASSES],
+        "counts": {k: v for k, v in asdict(summary).items() if k not in ("out_dir", "seconds_taken")},
+    }
+    (root / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return summary
+
+
+def _can_hard_link(root: Path) -> bool:
+    probe = root / ".link-probe"
+    probe.write_bytes(b"")
+    try:
+        os.link(probe, root / ".link-probe-2")
+    except OSError:
+        return False
+    else:
+        (root / ".link-probe-2").unlink()
+        return True
+    finally:
+        probe.unlink()
+
+
+def _write_frames(
+    root: Path, video: SynthVideo, quality: int, link: bool, writers: ThreadPoolExecutor
+) -> None:
+    """Write the AVA-layout JPEGs and hard-link (or copy) them into the other layouts."""
+    for layout in LAYOUTS.values():
+        (root / layout.format(video=video.name, frame=0)).parent.mkdir(parents=True)
+    paths = [
+        [root / layout.format(video=video.name, frame=n) for layout in LAYOUTS.values()]
+        for n in range(1, len(video.camera) + 1)
+    ]
+    pending = [
+        writers.submit(_save_frame, image, quality, frame_paths, link)
+        for image, frame_paths in zip(render_frames(video), paths, strict=True)
+    ]
+    for job in pending:
+        job.result()
+
+
+def _save_frame(image: np.ndarray, quality: int, paths: list[Path], link: bool) -> None:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {paths[0]}")
+    paths[0].write_bytes(data.tobytes())
+    for path in paths[1:]:
+        if link:
+            os.link(paths[0], path)
+        else:
+            shutil.copyfile(paths[0], path)
+
+
+def _visible(video: SynthVideo) -> np.ndarray:
+    """(A, T) boxes at least one pixel wide and high inside the frame."""
+    return ((video.boxes[..., 2] - video.boxes[..., 0]) >= 1) & (
+        (video.boxes[..., 3] - video.boxes[..., 1]) >= 1
+    )
+
+
+def _ava_rows(video: SynthVideo, cfg: SynthConfig) -> list[str]:
+    height, width = cfg.size
+    visible = _visible(video)
+    rows = []
+    for second in cfg.keyframe_seconds():
+        frame = second * cfg.fps
+        for person in range(len(video.actors)):
+            if not visible[person, frame]:
+                continue
+            x1, y1, x2, y2 = video.boxes[person, frame] / [width, height, width, height]
+            for c in np.flatnonzero(video.labels[person, frame]):
+                stamp = second + cfg.timestamp_start
+                rows.append(f"{video.name},{stamp},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{c + 1},{person}\n")
+    return rows
+
+
+def _tubes(video: SynthVideo) -> dict[int, list[np.ndarray]]:
+    """UCF-style tubes: one per actor and maximal run of frames holding a label."""
+    visible = _visible(video)
+    tubes: dict[int, list[np.ndarray]] = {}
+    for c in range(len(SYNTH_CLASSES)):
+        for person in range(len(video.actors)):
+            mask = np.concatenate([[False], video.labels[person, :, c] & visible[person], [False]])
+            edges = np.flatnonzero(np.diff(mask.astype(np.int8)))
+            for start, stop in zip(edges[::2], edges[1::2], strict=True):
+                frames = np.arange(start, stop)
+                tube = np.concatenate([frames[:, None] + 1.0, np.round(video.boxes[person, frames], 2)], 1)
+                tubes.setdefault(c, []).append(tube.astype(np.float32))
+    return tubes
