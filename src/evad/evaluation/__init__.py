@@ -1,8 +1,8 @@
 """Scorers that agree with the official ones; they read files and arrays, never the model.
 
-* `evad.evaluation.ava`: AVA frame-mAP@0.5 (the ActivityNet / AVA v2.2 protocol): CSV readers and
-  writers, `evaluate_ava`, `evaluate_ava_files` and the streaming `AvaEvaluator` (its per-class
-  chart: `evad.viz.ap_chart`).
+* `evad.evaluation.ava`: AVA frame-mAP@0.5 (the ActivityNet / AVA v2.2 protocol): `evaluate_ava`,
+  `evaluate_ava_files` and the streaming `AvaEvaluator`; the CSV readers and writers live in
+  `evad.evaluation.ava_io`, the per-class chart in `evad.viz.ap_chart`.
 * `evad.evaluation.tubes`: UCF101-24 / JHMDB frame-mAP and video-mAP from the standard
   ground-truth pickles (`load_groundtruth`, `evaluate_tubes`).
 * `evad.evaluation.baselines`: reference points beside a frame-mAP (person AP of the boxes alone,
