@@ -154,6 +154,10 @@ def to_evad(ckpt: Checkpoint, layout: str) -> Converted:
     return Converted(dict(ckpt.tensors), {k: k for k in ckpt.tensors}, [], [])
 
 
+class ShapeMismatch(UserError):
+    """A checkpoint tensor whose shape does not fit the model it is loaded into."""
+
+
 def match_tensors(
     own: dict[str, Tensor], converted: Converted, source: str, layout: str
 ) -> tuple[dict[str, Tensor], LoadReport]:
@@ -176,7 +180,7 @@ def match_tensors(
                 continue
             where = converted.origin.get(name, name)
             label = where if where == name else f"{where} (evad: {name})"
-            raise UserError(
+            raise ShapeMismatch(
                 f"{source}: tensor {label} has shape {tuple(value.shape)} in the checkpoint but {want} "
                 "in the model (a checkpoint of another architecture?)"
             )
@@ -230,7 +234,15 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") ->
     """
     ckpt = read_checkpoint(path)
     layout = resolve_layout(ckpt, layout)
-    return load_converted(model, to_evad(ckpt, layout), str(ckpt.path), layout)
+    try:
+        return load_converted(model, to_evad(ckpt, layout), str(ckpt.path), layout)
+    except ShapeMismatch as err:
+        if ckpt.evad_info is None:
+            raise
+        raise ShapeMismatch(
+            f"{err}; it stores its own model settings: evad.inference.load_detector({str(ckpt.path)!r}) "
+            "builds the model it fits"
+        ) from None
 
 
 def checkpoint_model_config(
