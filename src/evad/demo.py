@@ -116,24 +116,21 @@ def _prepare_data(settings: DemoSettings) -> Path:
     return root
 
 
-def _encode_video(frame_dir: Path, path: Path, fps: int, scale: int = 3) -> None:
-    """The JPEG frames of one video as an H.264 MP4 (what a user would feed `evad detect`),
-    enlarged `scale` times: the detector resizes clips to its own input size anyway, and labels
-    drawn on the 128-pixel-high synthetic frames would cover a third of each frame."""
+def _encode_video(frame_dir: Path, path: Path, fps: int) -> None:
+    """The JPEG frames of one video as an H.264 MP4: what a user would feed `evad detect`."""
     import av
     import cv2
 
     files = sorted(frame_dir.glob("*.jpg"))
-    first = cv2.imread(str(files[0]))
-    height, width = (scale * side for side in first.shape[:2])
+    height, width = cv2.imread(str(files[0])).shape[:2]
     tmp = path.with_name(f".{path.name}.partial")
     with av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = width - width % 2, height - height % 2
+        stream.width, stream.height = width - width % 2, height - height % 2  # 4:2:0 needs even sizes
         stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18"}
         for file in files:
-            bgr = cv2.resize(cv2.imread(str(file)), (width, height), interpolation=cv2.INTER_CUBIC)
-            rgb = bgr[: stream.height, : stream.width, ::-1]
+            rgb = cv2.imread(str(file))[: stream.height, : stream.width, ::-1]  # BGR -> RGB, even size
             for packet in stream.encode(
                 av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             ):

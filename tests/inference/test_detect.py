@@ -27,7 +27,7 @@ def model():
 
 
 def _detect(model, video, out, **kwargs):
-    kwargs = {"person_threshold": 0.0, "short_side": 64, "progress": False, **kwargs}
+    kwargs = {"person_threshold": 0.0, "short_side": 64, "video_min_side": 0, "progress": False, **kwargs}
     return detect_video(model, video, out, NAMES, IDS, **kwargs)
 
 
@@ -138,6 +138,34 @@ def test_odd_sized_video_keeps_its_resolution(model, make_video, tmp_path):
     result = _detect(model, path, tmp_path / "out")
     _, _, frames = _read_back(result.video_path)
     assert len(frames) == 12 and frames[0].shape == (45, 61, 3)
+
+
+def test_small_videos_are_annotated_enlarged_with_boxes_in_input_pixels(model, video, tmp_path):
+    """By default the annotated video of a 64 x 80 input is 6 times larger (short side >= 360), the
+    boxes are drawn where they are in the enlarged frame, and the CSV / JSON are unchanged."""
+    native = _detect(model, video, tmp_path / "native", stride=20)
+    big = _detect(model, video, tmp_path / "big", stride=20, video_min_side=360)
+    assert (native.video_scale, big.video_scale) == (1, 6)
+    assert json.loads(big.json_path.read_text())["video_scale"] == 6
+    assert big.csv_path.read_text() == native.csv_path.read_text()
+    _, _, frames = _read_back(big.video_path)
+    assert len(frames) == 70 and frames[0].shape == (384, 480, 3)
+    grey = 3 * 20  # frame 20: a keyframe, flat grey of level 60
+    drawn = np.abs(frames[20].astype(int) - grey).max(axis=2) > 40  # (384, 480) box and label pixels
+    boxes = 6 * big.keyframes[1].boxes
+    for x1, y1, x2, y2 in boxes.round().astype(int):  # both side edges drawn at 6x the input pixels
+        assert drawn[(y1 + y2) // 2, max(x1 - 2, 0) : x1 + 3].any()
+        assert drawn[(y1 + y2) // 2, max(x2 - 2, 0) : x2 + 3].any()
+
+
+def test_annotation_scale_is_the_smallest_whole_factor_reaching_the_short_side():
+    from evad.inference.detect import annotation_scale
+
+    assert annotation_scale(128, 171, 360) == 3
+    assert annotation_scale(64, 80, 360) == 6
+    assert annotation_scale(45, 61, 360) == 8
+    assert annotation_scale(720, 1280, 360) == 1
+    assert annotation_scale(100, 100, 0) == 1
 
 
 def test_falls_back_to_mpeg4_without_h264(model, make_video, tmp_path, monkeypatch):
@@ -267,6 +295,19 @@ def test_cli_never_replaces_an_input_video_even_with_overwrite(video, tmp_path):
         with pytest.raises(UserError, match="the input video would be replaced by"):
             _cli([*map(str, videos), *argv])
     assert previous.read_bytes() == other.read_bytes() == video.read_bytes()
+
+
+def test_cli_video_min_side_sets_the_annotated_size(make_video, tmp_path, capsys):
+    path = make_video(tmp_path / "a.mp4", num_frames=8)  # 64 x 80
+    common = [str(path), "--model", "tiny", "--num-classes", "2", "--short-side", "32", "--no-progress"]
+    for min_side, shape in [(None, (384, 480, 3)), ("100", (128, 160, 3)), ("0", (64, 80, 3))]:
+        out = tmp_path / f"out{min_side}"
+        option = [] if min_side is None else ["--video-min-side", min_side]
+        assert _cli([*common, "--out", str(out), *option]) == 0
+        assert _read_back(out / "annotated.mp4")[2][0].shape == shape
+    with pytest.raises(SystemExit):
+        _cli([*common, "--video-min-side", "-1"])
+    assert "--video-min-side: must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_cli_warnings_are_one_line_each(make_video, tmp_path, capsys):

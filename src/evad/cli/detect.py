@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import device, positive, probability
+from evad.cli.arguments import device, non_negative_int, positive, probability
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 
@@ -88,6 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--short-side", type=positive(int), help="input short side (default: the checkpoint's; 256)"
     )
     parser.add_argument("--batch", type=positive(int), default=4, help="clips per forward pass (default 4)")
+    parser.add_argument(
+        "--video-min-side",
+        type=non_negative_int,
+        default=360,
+        help="annotated.mp4 is the input enlarged by a whole factor to at least this short side, so "
+        "labels stay readable on small videos (default 360; 0: the input's size)",
+    )
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing results")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -163,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
                     rate=None if args.stride else args.rate,
                     stride=args.stride,
                     batch_size=args.batch,
+                    video_min_side=args.video_min_side,
                     device=args.device,
                     overwrite=args.overwrite,
                     progress=not args.no_progress,

@@ -5,7 +5,9 @@ Two streaming passes over the video, so memory does not grow with its length:
 1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.video`), run the model in
    batches, post-process the boxes to original pixels and link them into tracks;
 2. decode again and draw each keyframe's detections on every frame from that keyframe to the
-   next, encoding H.264 at the input's resolution, frame count and timestamps.
+   next, encoding H.264 at the input's frame count and timestamps, and at its resolution times
+   the smallest whole factor that gives a short side of at least ``video_min_side`` pixels (labels
+   on a 128-pixel frame would cover a third of it).
 
 Outputs (in ``out_dir``), written under temporary names and renamed together at the end:
 
@@ -90,6 +92,7 @@ class DetectResult:
         num_frames: Frames decoded (and written to the annotated video).
         keyframes: Per-keyframe detections.
         codec: Encoder of the annotated video ("libx264", or "mpeg4" as a fallback).
+        video_scale: Whole factor by which the annotated video is larger than the input.
         truncated: Whether the input could only be decoded in part.
         seconds: Wall time of the whole call.
     """
@@ -103,6 +106,7 @@ class DetectResult:
     num_frames: int
     keyframes: list[KeyframeResult]
     codec: str
+    video_scale: int
     truncated: bool
     seconds: float
 
@@ -268,6 +272,12 @@ def has_libx264() -> bool:
     return True
 
 
+def annotation_scale(height: int, width: int, min_side: int) -> int:
+    """Smallest whole factor that enlarges a `height` x `width` frame to a short side of at least
+    `min_side` pixels (1 if it already has it, or `min_side` is 0)."""
+    return max(1, -(-min_side // min(height, width)))
+
+
 def _pick_encoder(width: int, height: int) -> tuple[str, str]:
     """(codec, pixel format) for the annotated video: H.264 where available, else MPEG-4 part 2."""
     if has_libx264():
@@ -283,17 +293,20 @@ def _write_annotated(
     keyframes: Sequence[KeyframeResult],
     class_names: Sequence[str],
     action_threshold: float,
+    scale: int,
     progress: bool,
 ) -> tuple[str, int]:
-    """Second pass: draw and encode every frame; returns (codec, frames written)."""
+    """Second pass: enlarge `scale` times, draw and encode every frame; returns (codec, frames written)."""
     import av
+    import cv2
     from tqdm import tqdm
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VideoDecodeWarning)  # already reported by the first pass
         reader = VideoReader(path)
     info = reader.info
-    codec, pix_fmt = _pick_encoder(info.width, info.height)
+    width, height = scale * info.width, scale * info.height
+    codec, pix_fmt = _pick_encoder(width, height)
     time_base = info.time_base or Fraction(1, 90000)
     if codec == "mpeg4" and time_base.denominator > 65535:
         # MPEG-4 part 2 time bases are 16-bit: count in frame periods (exact for constant rates).
@@ -302,12 +315,12 @@ def _write_annotated(
     written = 0
     with reader, av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream(codec, rate=info.frame_rate)
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, pix_fmt
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.time_base = time_base  # keep the input's timestamps (variable rate too)
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "20"}
         else:  # MPEG-4's default bit rate blurs everything; about 0.15 bit per pixel
-            stream.bit_rate = max(200_000, round(0.15 * info.width * info.height * info.fps))
+            stream.bit_rate = max(200_000, round(0.15 * width * height * info.fps))
         current = -1
         last_pts = -1
         frames = tqdm(total=info.declared_frames or None, desc="annotate", unit="frame", disable=not progress)
@@ -317,10 +330,12 @@ def _write_annotated(
                 while current + 1 < len(keyframes) and keyframes[current + 1].frame <= frame.index:
                     current += 1  # hold each keyframe's detections until the next keyframe
                 image = np.ascontiguousarray(frame.image)
+                if scale > 1:  # (H, W, 3) -> (scale * H, scale * W, 3)
+                    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
                 if current >= 0:
                     kf = keyframes[current]
                     labels = [_box_labels(kf, k, class_names, action_threshold) for k in range(len(kf.boxes))]
-                    draw_detections(image, kf.boxes, labels, kf.track_ids)
+                    draw_detections(image, scale * kf.boxes, labels, kf.track_ids)
                 out_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                 pts = round(frame.time / time_base)
                 out_frame.pts = last_pts = max(pts, last_pts + 1)
@@ -353,6 +368,7 @@ def detect_video(
     sampling_rate: int = 4,
     mean: Sequence[float] = (0.45, 0.45, 0.45),
     std: Sequence[float] = (0.225, 0.225, 0.225),
+    video_min_side: int = 360,
     device: str | torch.device = "cpu",
     overwrite: bool = False,
     progress: bool = True,
@@ -381,6 +397,10 @@ def detect_video(
         short_side, max_long_side: Resize rule of the model's input.
         sampling_rate: Frame step inside a clip.
         mean, std: Pixel normalisation of RGB in [0, 1].
+        video_min_side: The annotated video is the input enlarged by the smallest whole factor
+            that gives it a short side of at least this many pixels, so that labels stay readable
+            on small inputs; 0 keeps the input's size. Boxes in the CSV and JSON are always in
+            the input's pixels.
         device: Where the model runs.
         overwrite: Replace results already in `out_dir`.
         progress: Show tqdm progress bars.
@@ -396,6 +416,8 @@ def detect_video(
         raise ValueError(f"{len(class_names)} class names for {len(class_ids)} class ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if video_min_side < 0:
+        raise ValueError(f"video_min_side must be >= 0, got {video_min_side}")
     if keep_rate is not None:
         check_keep_rate(keep_rate)
     sampler = ClipSampler(
@@ -430,8 +452,9 @@ def detect_video(
     temp = {name: out_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp" for name in OUTPUT_FILES}
     try:
         _write_csv(temp["detections.csv"], path.stem, keyframes, class_ids)
+        scale = annotation_scale(info.height, info.width, video_min_side)
         codec, written = _write_annotated(
-            path, temp["annotated.mp4"], keyframes, class_names, action_threshold, progress
+            path, temp["annotated.mp4"], keyframes, class_names, action_threshold, scale, progress
         )
         document = {
             "video": path.stem,
@@ -440,6 +463,7 @@ def detect_video(
             "width": info.width,
             "fps": info.fps,
             "num_frames": written,
+            "video_scale": scale,
             "truncated": truncated,
             "keyframe_rate": sampler.rate,
             "keyframe_stride": sampler.stride,
@@ -469,6 +493,7 @@ def detect_video(
         num_frames=num_frames,
         keyframes=keyframes,
         codec=codec,
+        video_scale=scale,
         truncated=truncated,
         seconds=time.perf_counter() - start,
     )
