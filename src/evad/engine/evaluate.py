@@ -343,7 +343,9 @@ def evaluate(
         postprocess: Person threshold and box rescaling.
         keep_rate: Token keep rate at inference; None uses the model's.
         out_dir: Where rank 0 writes `detections.csv` and `metrics.json`; None writes nothing.
-        device, amp, progress: See `run_inference`.
+        device: As in `run_inference`.
+        amp: As in `run_inference`.
+        progress: As in `run_inference`.
 
     Returns:
         On every process: `frame_mAP` and the group means (AVA) or video-mAPs (tubes), and

@@ -133,7 +133,10 @@ def build_scheduler(
     Args:
         optimizer: Its groups' `lr` are the rates after warm-up.
         total_steps: Optimizer steps in the whole training (epochs x steps per epoch).
-        warmup_fraction, warmup_start_factor, lr_steps, gamma: See `lr_factor`.
+        warmup_fraction: As in `lr_factor`.
+        warmup_start_factor: As in `lr_factor`.
+        lr_steps: As in `lr_factor`.
+        gamma: As in `lr_factor`.
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")

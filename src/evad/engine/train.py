@@ -172,7 +172,8 @@ def train_one_epoch(
         model: The detector, possibly DDP-wrapped.
         criterion: Set criterion; its `weighted_total` is the loss.
         loader: Yields batches with `clips`, `image_sizes`, `targets` and `to(device)`.
-        optimizer, scheduler: Stepped once per group (the scheduler counts optimizer steps).
+        optimizer: Stepped once per group.
+        scheduler: Stepped once per group (it counts optimizer steps).
         epoch: 0-based epoch, for logs.
         global_step: Optimizer steps done before this epoch.
         device: Where the model lives.

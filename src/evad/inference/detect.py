@@ -394,9 +394,11 @@ def detect_video(
         rate: Keyframes per second (keyframe k at time k / rate, on the nearest frame).
         stride: One keyframe every `stride` frames instead of `rate`.
         batch_size: Clips per forward pass.
-        short_side, max_long_side: Resize rule of the model's input.
+        short_side: Short side of the model's input in pixels.
+        max_long_side: Cap on the long side of the model's input.
         sampling_rate: Frame step inside a clip.
-        mean, std: Pixel normalisation of RGB in [0, 1].
+        mean: Per-channel mean of RGB in [0, 1], subtracted.
+        std: Per-channel standard deviation of RGB in [0, 1], divided by.
         video_min_side: The annotated video is the input enlarged by the smallest whole factor
             that gives it a short side of at least this many pixels, so that labels stay readable
             on small inputs; 0 keeps the input's size. Boxes in the CSV and JSON are always in

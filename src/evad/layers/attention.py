@@ -202,7 +202,8 @@ def transposed_attention_scores(
     maximum before exponentiating, so nothing can overflow or underflow, and no value is needed.
 
     Args:
-        q, k: (B, heads, N, head_dim) queries and keys (unscaled).
+        q: (B, heads, N, head_dim) queries (unscaled).
+        k: (B, heads, N, head_dim) keys (unscaled).
         row_weights: (N,) non-negative weight of each query row.
         attend: ``(q, k, v, scale) -> (output, log-sum-exp (B, heads, >= N))``, a fused attention
             kernel that takes any head size that is a multiple of 8.

@@ -360,7 +360,11 @@ def roi_align_per_image(
     Args:
         input: ``(B, C, H, W)`` feature maps.
         boxes: ``(B, Q, 4)`` xyxy boxes, box ``q`` of image ``b`` pooled from ``input[b]``.
-        output_size, spatial_scale, sampling_ratio, aligned, use_torchvision: See `roi_align`.
+        output_size: As in `roi_align`.
+        spatial_scale: As in `roi_align`.
+        sampling_ratio: As in `roi_align`.
+        aligned: As in `roi_align`.
+        use_torchvision: As in `roi_align`.
 
     Returns:
         ``(B, Q, C, out_h, out_w)`` pooled features.

@@ -171,7 +171,8 @@ def render_decoder_attention(
         clip: (3, T, H, W) normalised clip as given to the model (padding included).
         traced: `trace_decoder_attention`'s result for this clip.
         path: .png, .jpg or .jpeg file to write (atomically); nothing is written if None.
-        mean, std: The normalisation to undo.
+        mean: Per-channel mean of the normalisation to undo.
+        std: Per-channel standard deviation of the normalisation to undo.
         class_names: Names of the action outputs; the row labels then name each actor's top action.
         alpha: Opacity of the heat map.
 

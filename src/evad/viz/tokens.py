@@ -185,7 +185,8 @@ def render_kept_tokens(
             only ``kept_indices`` (row `batch_index`) and ``grid`` are used: then the rows are just
             the input and the final survivors.
         path: .png, .jpg or .jpeg file to write (atomically); nothing is written if None.
-        mean, std: The normalisation to undo.
+        mean: Per-channel mean of the normalisation to undo.
+        std: Per-channel standard deviation of the normalisation to undo.
         batch_index: Which clip of a batched ``kept_indices`` the picture is about.
         image_size: The clip's unpadded (height, width): the zero padding beyond it is drawn white,
             so that it does not pass for dropped tokens (its tokens still count in the totals).

@@ -274,9 +274,14 @@ class ContextRefinementHead(nn.Module):
 
         `forward` never computes attention maps (its blocks use the fused path); this runs the same
         blocks with the explicit path on the chosen one, so the outputs agree with `forward` up to
-        floating-point rounding. Same arguments as `forward`, plus:
+        floating-point rounding.
 
         Args:
+            tokens: As in `forward`.
+            indices: As in `forward`.
+            grid: As in `forward`.
+            boxes: As in `forward`.
+            image_sizes: As in `forward`.
             block: Decoder block whose attention is returned (negative counts from the last).
 
         Returns:
