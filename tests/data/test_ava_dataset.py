@@ -77,29 +77,30 @@ def test_items_follow_the_csv(cfg: DataConfig, synth: Path) -> None:
     assert item["orig_size"] == (HEIGHT, WIDTH) and item["size"] == (96, 120)
     assert item["labels"].dtype == torch.float32 and item["boxes"].dtype == torch.float32
 
-    expected: dict[tuple, set[int]] = {}  # (box, person) -> action ids at second 3
+    expected: dict[tuple, set[int]] = {}  # box -> action ids at second 3
     with open(synth / "annotations" / "val.csv") as file:
-        for _, second, *box, action, person in csv.reader(file):
+        for _, second, *box, action, _person in csv.reader(file):
             if second == "3":
-                expected.setdefault((*map(float, box), person), set()).add(int(action))
+                expected.setdefault(tuple(map(float, box)), set()).add(int(action))
     boxes, ids = targets(dataset, 1)
     got = sorted((tuple(np.round(b, 3).tolist()), i) for b, i in zip(boxes, ids, strict=True))
-    assert got == sorted((key[:4], sorted(actions)) for key, actions in expected.items())
+    assert got == sorted((key, sorted(actions)) for key, actions in expected.items())
 
 
 def test_rows_of_one_box_merge_into_a_multi_hot_label(cfg: DataConfig, tmp_path: Path) -> None:
     rows = [
         "synth_0000,2,0.1,0.2,0.5,0.6,1,0",
         "synth_0000,2,0.1,0.2,0.5,0.6,4,0",
-        "synth_0000,2,0.1,0.2,0.5,0.6,7,1",  # same box, another person: another box
+        "synth_0000,2,0.1,0.2,0.5,0.6,7,1",  # same box, another person id: still the same box
+        "synth_0000,2,0.1,0.2,0.5,0.7,2,1",  # another box
         "synth_0000,3,0.2,0.2,0.4,0.9,2",  # 7-column rows: no person id
         "synth_0000,3,0.2,0.2,0.4,0.9,3",
     ]
     dataset = build_dataset(with_rows(cfg, tmp_path, rows), "train")
     assert dataset.keyframes == [("synth_0000", 2), ("synth_0000", 3)]
     boxes, ids = targets(dataset, 0)
-    np.testing.assert_allclose(boxes, [[0.1, 0.2, 0.5, 0.6]] * 2, atol=1e-6)
-    assert ids == [[1, 4], [7]]
+    np.testing.assert_allclose(boxes, [[0.1, 0.2, 0.5, 0.6], [0.1, 0.2, 0.5, 0.7]], atol=1e-6)
+    assert ids == [[1, 4, 7], [2]]
     boxes, ids = targets(dataset, 1)
     assert len(boxes) == 1 and ids == [[2, 3]]
 

@@ -132,8 +132,9 @@ def _targets(
     start: int,
 ) -> KeyframeTargets:
     """Merge rows into multi-hot boxes per keyframe; drop excluded keyframes and other classes."""
-    # A box is (keyframe, x1, y1, x2, y2, person id); 7-column rows all have "person id" 1.0.
-    rows = np.column_stack([table.row_key, table.boxes, table.scores])  # (R, 6)
+    # A box is (keyframe, x1, y1, x2, y2): rows sharing a box merge whatever their person id
+    # (SPEC section 9, and the official loader keys on the box alone).
+    rows = np.column_stack([table.row_key, table.boxes])  # (R, 5)
     _, first, box_of_row = np.unique(rows, axis=0, return_index=True, return_inverse=True)
     box_of_row = box_of_row.reshape(-1)  # (R,), or (R, 1) on NumPy 2.0.0 -> (R,)
     by_appearance = np.argsort(first, kind="stable")  # box numbers in order of first appearance
