@@ -44,6 +44,13 @@ def test_long_side_cap() -> None:
     np.testing.assert_allclose(out.numpy(), [np.array(SQUARE) * 2.5])
 
 
+def test_resized_sizes_round_halves_up_like_the_official_loader() -> None:
+    assert resized_size(512, 681, 256) == (256, 341)  # 340.5: Python's round() would give 340
+    assert resized_size(681, 512, 256) == (341, 256)
+    assert resized_size(360, 640, 256) == (256, 455)  # 455.1
+    assert resized_size(100, 2000, 256) == (67, 1333)  # the long side capped: 66.65
+
+
 @pytest.mark.parametrize("short_side", [32, 48])
 def test_flip_maps_boxes_and_pixels_consistently(short_side: int) -> None:
     frames, boxes = square_clip()

@@ -18,19 +18,22 @@ import torch
 def resized_size(height: int, width: int, short_side: int, max_long_side: int = 1333) -> tuple[int, int]:
     """(h, w) after scaling the short side to `short_side`, the long side capped at `max_long_side`.
 
-    Aspect ratio is kept; sizes are rounded to the nearest pixel.
+    Aspect ratio is kept; sizes are rounded to the nearest pixel, halves up, as the official
+    loader does (Python's `round` would take 340.5 to 340, not 341).
 
     >>> resized_size(360, 640, 256)
     (256, 455)
     >>> resized_size(100, 2000, 256)
     (67, 1333)
+    >>> resized_size(512, 681, 256)
+    (256, 341)
     """
     if height <= 0 or width <= 0 or short_side <= 0:
         raise ValueError(f"sizes must be positive, got {height}x{width} -> {short_side}")
     scale = short_side / min(height, width)
     if max(height, width) * scale > max_long_side:
         scale = max_long_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def planar_frames(frames: np.ndarray, size: tuple[int, int], flip: bool = False) -> np.ndarray:
