@@ -228,3 +228,28 @@ def test_bad_input_is_named(cfg: DataConfig, root: Path, tmp_path: Path) -> None
         tmp_path / "bad.pkl", groundtruth(gttubes={**groundtruth()["gttubes"], V2: {1: [np.zeros((2, 4))]}})
     )
     assert str(bad_tube) in error(replace(cfg, groundtruth=str(bad_tube)))
+
+
+def test_inverted_tube_boxes_are_named_before_training(cfg: DataConfig, tmp_path: Path) -> None:
+    inverted = tube(1, 10, BOX_C)
+    inverted[4, 1:5] = (30, 5, 10, 25)  # frame 5: x2 < x1
+    path = write_pickle(
+        tmp_path / "inverted.pkl", groundtruth(gttubes={**groundtruth()["gttubes"], V2: {1: [inverted]}})
+    )
+    assert error(replace(cfg, groundtruth=str(path))) == (
+        f"{path}: video 'Jump/v_02', label 1, tube 0: frame 5 has box (30, 5, 10, 25) with x2 < x1 or y2 < y1"
+    )
+
+
+def test_training_boxes_are_clipped_to_the_frame_and_frames_past_the_end_skipped(
+    cfg: DataConfig, tmp_path: Path
+) -> None:
+    gttubes = {**groundtruth()["gttubes"], V2: {1: [tube(1, 12, (-6, 4, 50, 40))]}}  # 2 frames past 10
+    path = write_pickle(tmp_path / "outside.pkl", groundtruth(gttubes=gttubes))
+    with pytest.warns(UserWarning, match=r"2 annotated frames of training tubes lie outside"):
+        train = build_dataset(replace(cfg, groundtruth=str(path)), "train")
+    frames = [frame for video, frame in train.keyframes if video == V2]
+    assert frames == list(range(1, 11))
+    item = train[train.keyframes.index((V2, 1))]
+    scale = item["size"][0] / 32  # the frames are 32 x 40
+    np.testing.assert_allclose(item["boxes"].numpy(), [[0, 4 * scale, 40 * scale, 32 * scale]], atol=1e-4)

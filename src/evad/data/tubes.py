@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,21 +109,54 @@ def _training_videos(
     if not 0 <= split_index < len(splits):
         raise UserError(f"{path}: split {split_index + 1} does not exist (the pickle has {len(splits)})")
     videos = [str(v) for v in splits[split_index]]
+    resolution = data.get("resolution")
     nframes, tubes = [], []
+    outside = 0  # annotated frames past the video's ends
     for video in videos:
         if video not in data["nframes"] or video not in data["gttubes"]:
             raise UserError(f"{path}: training video {video!r} has no nframes or gttubes entry")
-        nframes.append(int(data["nframes"][video]))
+        count = int(data["nframes"][video])
+        nframes.append(count)
+        size = resolution.get(video) if isinstance(resolution, dict) else None
         video_tubes: dict[int, list[np.ndarray]] = {}
         for label, label_tubes in data["gttubes"][video].items():
             where = f"{path}: video {video!r}, label {label!r}"
             if not isinstance(label, int | np.integer) or not 0 <= label < num_labels:
                 raise UserError(f"{where}: label is not an index into the {num_labels} labels")
-            video_tubes[int(label)] = [
-                _check_tube(t, f"{where}, tube {i}") for i, t in enumerate(label_tubes)
-            ]
+            checked = []
+            for i, tube in enumerate(label_tubes):
+                tube = _training_tube(_check_tube(tube, f"{where}, tube {i}"), f"{where}, tube {i}", size)
+                inside = (tube[:, 0] >= 1) & (tube[:, 0] <= count)
+                outside += int((~inside).sum())
+                if inside.any():
+                    checked.append(tube[inside])
+            video_tubes[int(label)] = checked
         tubes.append(video_tubes)
+    if outside:
+        warnings.warn(
+            f"{path}: {outside} annotated frames of training tubes lie outside their video's frames "
+            "1..nframes; skipped",
+            UserWarning,
+            stacklevel=3,
+        )
     return videos, nframes, tubes
+
+
+def _training_tube(tube: np.ndarray, where: str, size: object) -> np.ndarray:
+    """A tube's boxes checked for order and clipped to the frame when the pickle gives its
+    (height, width) in ``resolution``, as the official loaders clip ground truth."""
+    inverted = (tube[:, 3] < tube[:, 1]) | (tube[:, 4] < tube[:, 2])
+    if inverted.any():
+        frame, *box = tube[np.argmax(inverted)].tolist()
+        raise UserError(
+            f"{where}: frame {frame:g} has box ({', '.join(f'{v:g}' for v in box)}) with x2 < x1 or y2 < y1"
+        )
+    if isinstance(size, tuple | list) and len(size) == 2 and all(isinstance(v, int | float) for v in size):
+        height, width = size
+        tube = tube.copy()
+        tube[:, [1, 3]] = tube[:, [1, 3]].clip(0, width)
+        tube[:, [2, 4]] = tube[:, [2, 4]].clip(0, height)
+    return tube
 
 
 def _targets(
