@@ -19,6 +19,20 @@ class UserError(Exception):
 
     every_process: bool = False
 
+    def __str__(self) -> str:
+        """The message; for an error that a DataLoader worker raised, the worker's message alone.
+
+        PyTorch re-raises a worker's exception in the main process with the worker's whole
+        traceback as the message ("Caught UserError in DataLoader worker process 0. Original
+        Traceback ..."); its last line is the original ``evad.errors.UserError: <message>``.
+        """
+        text = super().__str__()
+        if not (text.startswith(f"Caught {type(self).__name__} in DataLoader") and "Traceback" in text):
+            return text
+        last = text.rstrip().splitlines()[-1]
+        name = f"{type(self).__module__}.{type(self).__qualname__}: "
+        return last.removeprefix(name)
+
 
 @contextmanager
 def raised_alike_by_every_process() -> Iterator[None]:
