@@ -165,6 +165,28 @@ def test_decay_nms_numbers():
     assert decayed.dtype == np.float32
 
 
+def test_decay_nms_rounds_like_the_reference_nms():
+    """The reference computes the overlap width as ``min(x2, x2') - max(x1, x1') + 1`` in float32;
+    ``min(x2 + 1, x2' + 1) - max(x1, x1')`` rounds differently here, which gave a decayed score one
+    float32 step lower and could break or make a tie with another detection's score."""
+    boxes = np.array(
+        [[75.74650573730469, 18.102920532226562, 128.7556915283203, 71.87185668945312],
+         [84.60795593261719, 12.990056991577148, 127.09362030029297, 66.40254211425781]],
+        np.float32,
+    )  # fmt: skip
+    scores = np.array([0.8894878625869751, 0.721488356590271], np.float32)
+    one = np.float32(1)
+    a, b = boxes
+    width = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]) + one)
+    height = max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1]) + one)
+    area_a = (a[2] - a[0] + one) * (a[3] - a[1] + one)
+    area_b = (b[2] - b[0] + one) * (b[3] - b[1] + one)
+    iou = width * height / (area_a + area_b - width * height)
+    expected = scores[1] * (one - iou)
+    assert expected == np.float32(0.23514549)  # the reference's value for this pair
+    assert decay_nms(boxes, scores, np.zeros(2, np.int64))[1] == expected
+
+
 # ------------------------------------------------------------------------------------ tube linking
 
 

@@ -80,6 +80,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (_area(a) + _area(b) - inter)
 
 
+def _suppression_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`box_iou` in the reference NMS's arithmetic: ``min(x2, x2') - max(x1, x1') + 1`` rather than
+    ``min(x2 + 1, x2' + 1) - max(x1, x1')``. The two round differently in float32, and the decayed
+    scores, hence their ties and order, must match the reference's to the last bit."""
+    width = np.maximum(0, np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1)
+    height = np.maximum(0, np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1)
+    inter = width * height
+    return inter / (_area(a) + _area(b) - inter)
+
+
 def spatiotemporal_iou(a: np.ndarray, b: np.ndarray) -> float | np.floating:
     """Temporal IoU times the mean per-frame IoU over the common frames (0 if there are none).
 
@@ -433,7 +443,8 @@ def decay_nms(
         chunk = max(1, 2**22 // int(size) ** 2)
         for c in range(0, len(first), chunk):
             rows = order[first[c : c + chunk, None] + np.arange(size)]  # (G, m), in visiting order
-            pair_iou = box_iou(boxes[rows][:, :, None], boxes[rows][:, None])  # (G, m, 4) -> (G, m, m)
+            # (G, m, 4) -> (G, m, m)
+            pair_iou = _suppression_iou(boxes[rows][:, :, None], boxes[rows][:, None])
             weight = np.ones(rows.shape, dtype=scores.dtype)
             pending = np.ones(rows.shape, dtype=bool)  # neither visited nor decayed yet
             for r in range(size - 1):
