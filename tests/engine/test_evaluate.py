@@ -1,5 +1,6 @@
 """Inference and scoring: AVA frame-mAP and UCF/JHMDB frame/video-mAP files agree with `evad evaluate`."""
 
+import copy
 import json
 
 import numpy as np
@@ -110,6 +111,22 @@ def test_ava_class_subset_is_scored_on_its_classes(tmp_path):
         item.action_scores = item.action_scores[:, [0, 2]]
     _, report = score_detections(items, dataset, None)
     assert set(report["per_class"]) == {"1", "3"} and report["mAP"] == pytest.approx(1.0)
+
+
+def test_ava_class_subset_files_rescore_to_the_same_numbers(results, tmp_path):
+    dataset, out = results
+    dataset = copy.copy(dataset)
+    dataset.class_ids = [1, 3]
+    items = [copy.copy(item) for item in out]
+    for item in items:
+        item.action_scores = item.action_scores[:, [0, 2]]
+    summary, report = score_detections(items, dataset, tmp_path)
+    files = json.loads((tmp_path / "metrics.json").read_text())["files"]
+    assert files["labelmap"] == str(tmp_path / "labelmap_scored.pbtxt")
+    with pytest.warns(UserWarning, match="classes outside the label map"):  # class 2 is not scored
+        again = evaluate_ava_files(files["groundtruth"], files["detections"], files["labelmap"])
+    assert again.mean_ap == pytest.approx(summary["frame_mAP"], abs=1e-12)
+    assert set(again.per_class) == {1, 3} == {int(c) for c in report["per_class"]}
 
 
 def test_ava_eval_labelmap_scores_only_its_classes(tmp_path):

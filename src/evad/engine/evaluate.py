@@ -9,7 +9,8 @@ normalised, person and action scores); `evaluate` gathers them on rank 0 and sco
   boxes ranked by person score (`evaluation.baselines.person_ap`: how well the boxes alone find
   people). Files: ``detections.csv`` in the `evad evaluate ava` layout (video, second, normalised
   x1 y1 x2 y2, action id, score) and ``metrics.json`` as `evad evaluate ava --json` writes it,
-  plus `person_AP` (the CSV has no person scores).
+  plus `person_AP` (the CSV has no person scores). When the dataset trains only some of the
+  label map's classes, ``labelmap_scored.pbtxt`` lists the scored ones and `metrics.json` names it.
 - Tube datasets (UCF101-24 / JHMDB, with `groundtruth`): frame-mAP and video-mAP of
   `evaluation.tubes.evaluate_tubes`. Files: ``detections.csv`` in the `evad evaluate tubes`
   layout (video, frame, x1 y1 x2 y2 in original pixels, 0-based label = class id - 1, score) and
@@ -48,6 +49,7 @@ from evad.models.postprocess import PostProcess
 logger = logging.getLogger(__name__)
 
 DETECTIONS_CSV = "detections.csv"
+SCORED_LABELMAP = "labelmap_scored.pbtxt"
 METRICS_JSON = "metrics.json"
 
 
@@ -178,6 +180,7 @@ def evaluate_ava_detections(
         read_groundtruth,
         read_labelmap,
         write_detections_csv,
+        write_labelmap,
     )
     from evad.evaluation.baselines import person_ap, person_detections
 
@@ -205,10 +208,16 @@ def evaluate_ava_detections(
         logger.warning("evaluation: %s", message)
     report = result.to_dict()
     report["person_AP"] = person
+    labelmap = str(getattr(dataset, "eval_labelmap_path", dataset.labelmap_path))
+    if len(scored) < len(names) and out_dir is not None:
+        # The model trains only some of the label map's classes: the scored ones get a label map of
+        # their own, so that the files metrics.json names re-score to its numbers.
+        labelmap = str(out_dir / SCORED_LABELMAP)
+        write_atomically(labelmap, lambda tmp: write_labelmap(tmp, scored))
     report["files"] = {
         "groundtruth": str(dataset.groundtruth_csv),
         "detections": str(out_dir / DETECTIONS_CSV) if out_dir is not None else None,
-        "labelmap": str(getattr(dataset, "eval_labelmap_path", dataset.labelmap_path)),
+        "labelmap": labelmap,
         "exclusions": None if dataset.exclusions_csv is None else str(dataset.exclusions_csv),
     }
     if out_dir is not None:

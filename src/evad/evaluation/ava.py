@@ -48,6 +48,7 @@ from evad.evaluation.ava_io import (
     read_groundtruth,
     read_labelmap,
     write_detections_csv,
+    write_labelmap,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "read_groundtruth",
     "read_labelmap",
     "write_detections_csv",
+    "write_labelmap",
 ]
 
 IOU_THRESHOLD = 0.5

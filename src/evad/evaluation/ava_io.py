@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -118,6 +119,19 @@ def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
             "after each 'name: \"...\"')"
         )
     return names
+
+
+def write_labelmap(path: str | os.PathLike, names: Mapping[int, str]) -> None:
+    """Write ``names`` (class id -> name) as a label map `read_labelmap` reads back unchanged.
+
+    Raises:
+        ValueError: For a name with a double quote or a line break (the format cannot hold it).
+    """
+    for class_id, name in names.items():
+        if '"' in name or "\n" in name:
+            raise ValueError(f"class {class_id}: name {name!r} cannot be written to a label map")
+    with open(path, "w", encoding="utf-8") as file:
+        file.writelines(f'item {{\n  name: "{name}"\n  id: {int(i)}\n}}\n' for i, name in names.items())
 
 
 def read_groundtruth(path: str | os.PathLike) -> AvaTable:

@@ -19,6 +19,7 @@ from evad.data.synthetic.config import SYNTH_CLASSES, SynthConfig, SynthSummary
 from evad.data.synthetic.render import render_frames
 from evad.data.synthetic.scene import SynthVideo, simulate_video
 from evad.errors import UserError
+from evad.evaluation.ava_io import write_labelmap
 from evad.fileio import folder_entries, make_dirs
 
 # ----------------------------------------------------------------------------------------------
@@ -147,9 +148,7 @@ def _write_dataset(root: Path, cfg: SynthConfig, num_videos: int, seed: int, pro
     for split in ("train", "val"):
         (root / ANNOTATIONS[f"{split}_csv"]).write_text("".join(rows[split]))
         (root / ANNOTATIONS[f"{split}_exclusions"]).write_text("")
-    (root / ANNOTATIONS["labelmap"]).write_text(
-        "".join(f'item {{\n  name: "{c.name}"\n  id: {c.id}\n}}\n' for c in SYNTH_CLASSES)
-    )
+    write_labelmap(root / ANNOTATIONS["labelmap"], {c.id: c.name for c in SYNTH_CLASSES})
     ground_truth = {
         "labels": [c.name for c in SYNTH_CLASSES],
         "gttubes": gttubes,
