@@ -107,6 +107,18 @@ class TinyDataset(Dataset):
         return TubeGroundTruth(tuple(self.class_names), tuple(videos), nframes, tuple(tubes))
 
 
+class CrowdedFirstClip(TinyDataset):
+    """Clip 0 holds four people, the others one each."""
+
+    def __getitem__(self, index: int) -> dict:
+        item = super().__getitem__(index)
+        if index == 0:
+            boxes = item["boxes"]  # (1, 4)
+            item["boxes"] = torch.cat([boxes, boxes + 1, boxes + 2, boxes - 1]).clamp(0, SIZE)  # (4, 4)
+            item["labels"] = item["labels"].repeat(4, 1)  # (1, 3) -> (4, 3)
+        return item
+
+
 def loader(dataset: Dataset, batch_size: int, shuffle: bool = True, sampler=None) -> DataLoader:
     """Shuffling draws from torch's global generator (reseeded by the engine each epoch)."""
     return DataLoader(

@@ -80,7 +80,9 @@ class TrainConfig:
     Attributes:
         epochs: Passes over the training set.
         batch_size: Clips per process and micro-batch (official: 16 over 8 GPUs = 2).
-        accum_steps: Micro-batches per optimizer step (gradient accumulation).
+        accum_steps: Micro-batches per optimizer step (gradient accumulation). The box losses of
+            each are divided by the whole step's box count, so the gradient is that of one
+            batch on accum_steps times the processes.
         base_lr: AdamW learning rate of the backbone, FPN and initial proposals.
         head_lr_mult: Learning-rate multiplier of the head (localization stages, decoder).
         weight_decay: AdamW weight decay; 1-D parameters, biases and tokens get none.

@@ -14,8 +14,11 @@ import torch
 from evad.engine import distributed
 from evad.engine.checkpoint import load_checkpoint
 from evad.engine.distributed import resolve_device
+from evad.engine.optim import build_optimizer, build_scheduler
+from evad.engine.train import train_one_epoch
 from evad.errors import UserError
-from evad.models.factory import build_model, get_config
+from evad.models.factory import build_criterion, build_model, get_config
+from tiny_data import CrowdedFirstClip, loader
 
 HERE = Path(__file__).resolve().parents[1]  # tests/, where tiny_data.py lives
 
@@ -54,6 +57,41 @@ SCRIPT = textwrap.dedent(
     torch.save(result["model"].state_dict(), out / f"rank{{rank}}.pt")
     summary = {{k: v for k, v in result["metrics"].items() if k != "report"}}
     (out / f"rank{{rank}}.json").write_text(json.dumps({{"steps": result["global_step"], **summary}}))
+    """
+)
+
+
+ONE_STEP = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, {here!r})
+    import torch
+
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import Subset
+    from tiny_data import CrowdedFirstClip, loader
+
+    from evad.engine.optim import build_optimizer, build_scheduler
+    from evad.engine.train import train_one_epoch
+    from evad.models.factory import build_criterion, build_model, get_config
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    config = get_config("tiny", num_classes=3)
+    model, criterion = build_model(config), build_criterion(config)
+    optimizer = build_optimizer(model, base_lr=0.0)
+    clips = loader(Subset(CrowdedFirstClip(2, flip=False), [rank]), 1, shuffle=False)
+    scheduler = build_scheduler(optimizer, 1)
+    train_one_epoch(DistributedDataParallel(model), criterion, clips, optimizer, scheduler,
+                    epoch=0, global_step=0, device=torch.device("cpu"), progress=False)
+    if rank == 0:
+        torch.save({{n: p.grad for n, p in model.named_parameters()}}, Path(sys.argv[1]) / "ddp_grads.pt")
+    dist.destroy_process_group()
     """
 )
 
@@ -101,6 +139,53 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
     assert all(torch.equal(saved[k], replicas[0][k]) for k in saved)
     log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert sum('"type": "train"' in line for line in log) == 4  # rank 0 alone writes
+
+
+def test_accumulation_gives_the_gradient_of_the_same_clips_on_more_processes(tmp_path):
+    """Two micro-batches of one clip accumulated in one process give the gradient of one clip on
+    each of two processes, although the clips hold 4 and 1 people: the box losses are divided by
+    the whole group's box count, as DDP's are by the count averaged over processes."""
+    script = tmp_path / "one_step.py"
+    script.write_text(ONE_STEP.format(here=str(HERE)))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
+
+    torch.manual_seed(0)
+    config = get_config("tiny", num_classes=3)
+    model, criterion = build_model(config), build_criterion(config)
+    optimizer = build_optimizer(model, base_lr=0.0)
+    clips = loader(CrowdedFirstClip(2, flip=False), 1, shuffle=False)
+    train_one_epoch(
+        model,
+        criterion,
+        clips,
+        optimizer,
+        build_scheduler(optimizer, 1),
+        epoch=0,
+        global_step=0,
+        device=torch.device("cpu"),
+        accum_steps=2,
+        progress=False,
+    )
+    for name, parameter in model.named_parameters():
+        assert (parameter.grad is None) == (ddp[name] is None), name
+        if parameter.grad is not None:
+            torch.testing.assert_close(parameter.grad, ddp[name], rtol=1e-4, atol=1e-7, msg=name)
 
 
 def test_helpers_without_a_process_group():

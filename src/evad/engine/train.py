@@ -36,7 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -143,6 +143,41 @@ def _group_lrs(optimizer: torch.optim.Optimizer) -> tuple[float, float]:
     return base, head
 
 
+def _micro_batch_groups(loader: Iterable, accum_steps: int) -> Iterator[list]:
+    """The loader's batches in lists of `accum_steps` (the last list of an epoch may be shorter)."""
+    group: list = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accum_steps:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def group_box_normalizer(targets: Sequence[Sequence[Mapping[str, Tensor]]], device: torch.device) -> float:
+    """Normaliser of the box losses for one optimizer step of G micro-batches on W processes.
+
+    The official recipe divides each GPU's summed L1 / GIoU terms by the box count averaged over
+    its GPUs (at least 1). Accumulating G micro-batches on W processes reproduces one batch on
+    G x W GPUs only if every micro-batch divides by the group's count averaged over G x W; dividing
+    each by its own count would give micro-batches with few people more weight.
+
+    Args:
+        targets: The group's micro-batches on this process, each a list of per-clip targets
+            with `boxes`.
+        device: Where the count is all-reduced (the process group's device).
+
+    Returns:
+        max(boxes in the group on all processes / (G x W), 1).
+    """
+    count = torch.tensor([float(sum(len(t["boxes"]) for batch in targets for t in batch))], device=device)
+    world = distributed.get_world_size()
+    if world > 1:
+        torch.distributed.all_reduce(count)
+    return max(count.item() / (len(targets) * world), 1.0)
+
+
 def train_one_epoch(
     model: nn.Module,
     criterion: SetCriterion,
@@ -167,6 +202,9 @@ def train_one_epoch(
     Each optimizer step accumulates the gradients of up to `accum_steps` micro-batches, each loss
     divided by the group's size (a last, shorter group of an epoch divides by its own size).
     Gradients are zeroed at the start of a group, so after the call they hold the last group's.
+    The box losses of every micro-batch are divided by the group's box count per clip batch
+    (`group_box_normalizer`), so that G micro-batches on W processes give the gradient of one
+    batch on G x W processes, as the official recipe's 8 GPUs do.
 
     Args:
         model: The detector, possibly DDP-wrapped.
@@ -200,34 +238,30 @@ def train_one_epoch(
     num_batches = len(loader)
     window, epoch_window = LossWindow(), LossWindow()
     show = progress and distributed.is_main_process()
-    bar = tqdm(
-        loader, desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True
-    )
-    group_loss = None
+    bar = tqdm(desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True)
     try:
-        for i, batch in enumerate(bar):
-            group_start = i - i % accum_steps
-            group_size = min(accum_steps, num_batches - group_start)
-            last_micro = i - group_start == group_size - 1
-            if i == group_start:
-                optimizer.zero_grad(set_to_none=True)
-                group_loss = None
-            batch = batch.to(device)
-            sync = model.no_sync() if is_ddp and not last_micro else nullcontext()
-            with sync:
-                with autocast_context(device, amp):
-                    outputs = model(batch.clips, batch.image_sizes)
-                losses = criterion(to_float32(outputs), batch.targets)
-                total = criterion.weighted_total(losses)
-                scaled = total / group_size
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-            terms = {"loss": total, **losses}
-            clips = batch.clips.shape[0] * world
-            window.add(terms, clips)
-            epoch_window.add(terms, clips)
-            group_loss = total.detach() if group_loss is None else group_loss + total.detach()
-            if not last_micro:
-                continue
+        for group in _micro_batch_groups(loader, accum_steps):
+            group_size = len(group)
+            num_boxes = group_box_normalizer([batch.targets for batch in group], device)
+            optimizer.zero_grad(set_to_none=True)
+            group_loss = None
+            for m, batch in enumerate(group):
+                batch = batch.to(device)
+                sync = model.no_sync() if is_ddp and m < group_size - 1 else nullcontext()
+                with sync:
+                    with autocast_context(device, amp):
+                        outputs = model(batch.clips, batch.image_sizes)
+                    losses = criterion(to_float32(outputs), batch.targets, num_boxes=num_boxes)
+                    total = criterion.weighted_total(losses)
+                    scaled = total / group_size
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                terms = {"loss": total, **losses}
+                clips = batch.clips.shape[0] * world
+                window.add(terms, clips)
+                epoch_window.add(terms, clips)
+                group_loss = total.detach() if group_loss is None else group_loss + total.detach()
+                bar.update()
+            del group, batch, outputs  # the group's clips are not needed past its backward passes
 
             loss_value = group_loss.item() / group_size
             if not math.isfinite(loss_value):

@@ -163,7 +163,9 @@ class SetCriterion(nn.Module):
         self.weight_dict = weights
         self.register_buffer("empty_weight", torch.tensor([1.0, no_object_weight]), persistent=False)
 
-    def forward(self, outputs: Mapping[str, Any], targets: Targets) -> dict[str, Tensor]:
+    def forward(
+        self, outputs: Mapping[str, Any], targets: Targets, num_boxes: float | None = None
+    ) -> dict[str, Tensor]:
         """Compute every unweighted loss term.
 
         Args:
@@ -173,6 +175,9 @@ class SetCriterion(nn.Module):
                 `pred_logits`, `pred_boxes`, earliest stage first) and `aux_action_logits` (list of
                 (B, Q, num_classes), earliest block first).
             targets: B dicts with `boxes` (M, 4) xyxy pixels and `labels` (M, num_classes) multi-hot.
+            num_boxes: Divisor of the summed box losses; None: the targets' box count averaged over
+                processes (at least 1). Gradient accumulation passes its group's count
+                (`evad.engine.train.group_box_normalizer`).
 
         Returns:
             `loss_ce`, `loss_bbox`, `loss_giou` for the last stage and `loss_ce_{i}`,
@@ -184,7 +189,8 @@ class SetCriterion(nn.Module):
         """
         _check_outputs(outputs, self.num_classes)
         validate_targets(targets, self.num_classes, batch_size=outputs["pred_logits"].shape[0])
-        num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
+        if num_boxes is None:
+            num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
         image_sizes = outputs["image_sizes"]
 
         last_stage = {key: outputs[key] for key in ("pred_logits", "pred_boxes", "image_sizes")}
