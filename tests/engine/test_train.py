@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import re
 import sys
 
 import pytest
@@ -214,6 +215,30 @@ def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint
     # With another config in the folder it is not the same run: refused (see the test above).
 
 
+def test_resume_auto_keeps_files_it_cannot_tell_are_its_own(tmp_path):
+    """A log and evaluation results without a config.yaml are not a run that stopped early."""
+    out = tmp_path / "run"
+    (out / "eval").mkdir(parents=True)
+    (out / "log.jsonl").write_text('{"my": "experiment notes"}\n')
+    (out / "eval" / "metrics.json").write_text('{"mAP": 0.5}\n')
+    with pytest.raises(UserError, match=r"holds log\.jsonl and eval/metrics\.json of an earlier run"):
+        train(make_config(out, "train.max_steps=1"), resume="auto", data=make_data(), progress=False)
+    assert (out / "log.jsonl").read_text() == '{"my": "experiment notes"}\n'
+    assert (out / "eval" / "metrics.json").read_text() == '{"mAP": 0.5}\n'
+
+
+def test_a_new_run_does_not_replace_evaluation_results_or_event_files(tmp_path):
+    for files in (["eval/metrics.json"], ["eval/detections.csv"], ["tensorboard/events.out.tfevents.1.host"]):
+        out = tmp_path / files[0].replace("/", "_")
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("mine")
+        shown = "tensorboard/ event files" if "events" in files[0] else files[0]
+        with pytest.raises(UserError, match=rf"already holds {re.escape(shown)}; there is no last\.pt"):
+            train(make_config(out, "train.max_steps=1"), data=make_data(), progress=False)
+        assert (out / files[0]).read_text() == "mine"
+
+
 def test_setup_errors_are_the_same_on_every_process(tmp_path):
     out = tmp_path / "run"
     train(make_config(out, "train.max_steps=1"), data=make_data(), progress=False)
@@ -279,6 +304,17 @@ def test_gradient_accumulation_matches_the_larger_batch():
         assert error < 1e-4, (name, error.item())
     step, _ = _one_step_gradients(batch_size=1, accum_steps=2, length=3)  # last group of one
     assert step == 2
+
+
+def test_a_resumed_run_keeps_every_tensorboard_scalar(tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    out = tmp_path / "run"
+    train(make_config(out, "train.epochs=1", "train.tensorboard=true"), data=make_data(), progress=False)
+    train(make_config(out, "train.tensorboard=true"), resume="auto", data=make_data(), progress=False)
+    events = accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 9))
+    assert [e.step for e in events.Scalars("epoch/loss")] == [4, 8]  # step 4: the checkpoint's own
 
 
 def test_tensorboard_is_optional(tmp_path, monkeypatch, caplog):

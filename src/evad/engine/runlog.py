@@ -53,7 +53,10 @@ class RunLog:
             except ImportError:
                 logger.info("tensorboard is not installed; logging to %s only", self.path)
             else:
-                self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=resume_step)
+                # TensorBoard hides events at steps >= purge_step; the checkpoint's own step stays,
+                # as in the log.
+                purge = None if resume_step is None else resume_step + 1
+                self.writer = SummaryWriter(str(out_dir / TENSORBOARD_DIR), purge_step=purge)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

@@ -54,6 +54,7 @@ from evad.engine import distributed
 from evad.engine.evaluate import (
     DETECTIONS_CSV,
     METRICS_JSON,
+    SCORED_LABELMAP,
     autocast_context,
     build_val_data,
     evaluate,
@@ -311,15 +312,27 @@ def train_one_epoch(
 # The whole run
 
 
-# What a run writes at the top of its output directory; any of them means an earlier run is there.
+# What a run writes in its output directory; any of them means an earlier run is there.
 RUN_FILES = (ckpt.LAST, ckpt.BEST, ckpt.CONFIG, LOG_FILE)
+RUN_FOLDERS = (
+    (EVAL_DIR, (DETECTIONS_CSV, METRICS_JSON, SCORED_LABELMAP)),
+    (TENSORBOARD_DIR, ("events.out.tfevents.*",)),
+)
 # Settings a resumed optimizer takes from its checkpoint, whatever the config says.
 OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
 
 
 def _earlier_run(out_dir: Path) -> list[str]:
-    """The files of an earlier run in `out_dir`."""
-    return [name for name in RUN_FILES if (out_dir / name).exists()]
+    """The files of an earlier run in `out_dir` (TensorBoard's event files named as one)."""
+    found = [name for name in RUN_FILES if (out_dir / name).exists()]
+    for folder, patterns in RUN_FOLDERS:
+        for pattern in patterns:
+            paths = sorted((out_dir / folder).glob(pattern))
+            if "*" in pattern:
+                found += [f"{folder}/ event files"] if paths else []
+            else:
+                found += [f"{folder}/{path.name}" for path in paths]
+    return found
 
 
 def _listing(names: list[str]) -> str:
@@ -344,8 +357,8 @@ def _resolve_resume(
         if (out_dir / ckpt.LAST).exists():
             return out_dir / ckpt.LAST, False
         config_file = out_dir / ckpt.CONFIG
-        same_config = not config_file.exists() or config_file.read_text(encoding="utf-8") == config_text
-        if ckpt.BEST in earlier or not same_config:
+        same_config = config_file.exists() and config_file.read_text(encoding="utf-8") == config_text
+        if earlier and (ckpt.BEST in earlier or not same_config):
             raise UserError(
                 f"{out_dir} holds {_listing(earlier)} of an earlier run but no {ckpt.LAST} to resume "
                 "from; pass --overwrite to start a new run there, or choose another output_dir"
@@ -432,10 +445,8 @@ def _clear_outputs(out_dir: Path) -> None:
     their folders if nothing else is left in them."""
     for name in (ckpt.LAST, ckpt.BEST, LOG_FILE):
         (out_dir / name).unlink(missing_ok=True)
-    for folder, patterns in (
-        (out_dir / EVAL_DIR, (DETECTIONS_CSV, METRICS_JSON)),
-        (out_dir / TENSORBOARD_DIR, ("events.out.tfevents.*",)),
-    ):
+    for name, patterns in RUN_FOLDERS:
+        folder = out_dir / name
         if not folder.is_dir():
             continue
         for pattern in patterns:
