@@ -178,6 +178,8 @@ def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="evad"):
         result = train(make_config(out, "train.epochs=2"), resume="auto", data=make_data(), progress=False)
     assert result["epochs"] == 2 and "train.epochs 1 -> 2" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("train.epochs changed, so the learning-rate schedule is laid out anew" in m for m in warnings)
     assert load_config(out / "config.yaml").train.epochs == 2
 
 

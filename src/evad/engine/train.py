@@ -320,6 +320,16 @@ RUN_FOLDERS = (
 )
 # Settings a resumed optimizer takes from its checkpoint, whatever the config says.
 OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
+# Settings that move the learning-rate schedule under a resumed run (it counts optimizer steps).
+SCHEDULE_SETTINGS = (
+    "epochs",
+    "batch_size",
+    "accum_steps",
+    "warmup_fraction",
+    "warmup_start_factor",
+    "lr_steps",
+    "lr_gamma",
+)
 
 
 def _earlier_run(out_dir: Path) -> list[str]:
@@ -422,6 +432,19 @@ def _check_resumed_settings(state: dict[str, Any], config: Config, source: Path)
     ]
     if changed:
         _info(f"resuming with changed settings: {', '.join(changed)}")
+    schedule = [
+        f"train.{name}"
+        for name in SCHEDULE_SETTINGS
+        if f"train.{name}" in stored and stored[f"train.{name}"] != current[f"train.{name}"]
+    ]
+    if schedule and distributed.is_main_process():
+        logger.warning(
+            "%s: %s changed, so the learning-rate schedule is laid out anew: the run goes on from "
+            "step %d, with warm-up and LR cuts at their fractions of the new length",
+            source,
+            " and ".join(schedule),
+            state.get("global_step", 0),
+        )
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
