@@ -40,7 +40,9 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     """Let `write` fill a temporary file next to `path`, then rename it over `path`.
 
     The rename is atomic on one file system, so readers see either the old file or the whole new one.
-    An OSError becomes a one-line UserError naming `path`; the temporary file never survives.
+    The file's data reach the disk before the rename, so a machine that crashes right after it
+    does not leave an empty `path` behind. An OSError becomes a one-line UserError naming `path`;
+    the temporary file never survives.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -50,6 +52,8 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should be readable like any other
+        with open(tmp, "rb+") as file:
+            os.fsync(file.fileno())
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
