@@ -91,6 +91,18 @@ ONE_STEP = textwrap.dedent(
                     epoch=0, global_step=0, device=torch.device("cpu"), progress=False)
     if rank == 0:
         torch.save({{n: p.grad for n, p in model.named_parameters()}}, Path(sys.argv[1]) / "ddp_grads.pt")
+
+    # A non-finite loss on rank 1 alone stops both processes at the same step.
+    if rank == 1:
+        total = criterion.weighted_total
+        criterion.weighted_total = lambda losses: total(losses) * float("nan")
+    try:
+        train_one_epoch(DistributedDataParallel(model), criterion, clips, optimizer, scheduler,
+                        epoch=0, global_step=1, device=torch.device("cpu"), progress=False)
+        stopped = "no"
+    except FloatingPointError as err:
+        stopped = str(err)
+    (Path(sys.argv[1]) / f"nan{{rank}}.txt").write_text(stopped)
     dist.destroy_process_group()
     """
 )
@@ -141,7 +153,7 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
     assert sum('"type": "train"' in line for line in log) == 4  # rank 0 alone writes
 
 
-def test_accumulation_gives_the_gradient_of_the_same_clips_on_more_processes(tmp_path):
+def test_accumulation_gives_the_gradient_of_more_processes_and_nan_stops_every_process(tmp_path):
     """Two micro-batches of one clip accumulated in one process give the gradient of one clip on
     each of two processes, although the clips hold 4 and 1 people: the box losses are divided by
     the whole group's box count, as DDP's are by the count averaged over processes."""
@@ -164,6 +176,8 @@ def test_accumulation_gives_the_gradient_of_the_same_clips_on_more_processes(tmp
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
+    for rank in range(2):  # rank 1's NaN loss stopped rank 0 too
+        assert (tmp_path / f"nan{rank}.txt").read_text() == "loss is nan at epoch 1, step 2; stopping"
 
     torch.manual_seed(0)
     config = get_config("tiny", num_classes=3)

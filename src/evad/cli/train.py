@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    except FloatingPointError as err:
-        print(f"evad: error: {err}", file=sys.stderr)
+    except FloatingPointError as err:  # raised by every process alike
+        if process_rank() == 0:
+            print(f"evad: error: {err}", file=sys.stderr)
         return 1
     finally:
         if main_thread:

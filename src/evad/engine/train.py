@@ -264,7 +264,9 @@ def train_one_epoch(
                 bar.update()
             del group, batch, outputs  # the group's clips are not needed past its backward passes
 
-            loss_value = group_loss.item() / group_size
+            if world > 1:  # the mean over processes: every process stops alike on a NaN anywhere
+                torch.distributed.all_reduce(group_loss)
+            loss_value = group_loss.item() / (group_size * world)
             if not math.isfinite(loss_value):
                 raise FloatingPointError(
                     f"loss is {loss_value} at epoch {epoch + 1}, step {global_step + 1}; stopping"
