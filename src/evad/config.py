@@ -135,11 +135,14 @@ class EvalConfig:
         batch_size: Clips per process and batch at evaluation.
         keep_rate: Token keep rate at evaluation; None uses the model's.
         person_threshold: Minimum person probability of a detection; None uses the model's (0.7).
+        ava_max_per_keyframe: AVA frame-mAP keeps this many detections per keyframe, best first:
+            50 as the ActivityNet scorer (SPEC section 10); 0 keeps all, as EVAD's own evaluation.
     """
 
     batch_size: int = 4
     keep_rate: float | None = None
     person_threshold: float | None = None
+    ava_max_per_keyframe: int = 50
 
 
 @dataclass
@@ -226,6 +229,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.keep_rate": (lambda v: v is None or 0 < v <= 1, "a number in (0, 1] or null"),
     "eval.person_threshold": (lambda v: v is None or _in_unit(v), "a number in [0, 1] or null"),
+    "eval.ava_max_per_keyframe": (lambda v: v >= 0, "an integer >= 0"),
     "data.format": (lambda v: v in DATA_FORMATS, f"one of {', '.join(DATA_FORMATS)}"),
     "data.split": (lambda v: v >= 1, "a split number >= 1"),
     "data.fps": (lambda v: v > 0, "a number > 0"),

@@ -79,6 +79,7 @@ def test_ava_files_rescore_to_the_same_numbers(results, tmp_path):
     assert stored["mAP"] == report["mAP"] == summary["frame_mAP"]
     assert set(stored["per_class"]) == {"1", "2", "3"} and "files" in stored
     assert 0.0 <= stored["person_AP"] == summary["person_AP"] <= 1.0
+    assert stored["protocol"]["max_detections_per_keyframe"] == 50  # the ActivityNet scorer's cap
 
 
 def test_ava_perfect_detections_score_one(tmp_path):

@@ -51,12 +51,15 @@ def read_log(out):
 
 def test_train_writes_checkpoints_logs_and_evaluations(tmp_path):
     out = tmp_path / "run"
-    result = train(make_config(out), data=make_data(tmp_path), progress=False)
+    config = make_config(out, "eval.ava_max_per_keyframe=0")
+    result = train(config, data=make_data(tmp_path), progress=False)
     assert result["epochs"] == 2 and result["global_step"] == 8
     assert 0.0 <= result["best_metric"] <= 1.0
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "last.pt", "best.pt", "eval"}
     assert (out / "eval" / "detections.csv").exists() and (out / "eval" / "metrics.json").exists()
-    assert load_config(out / "config.yaml") == make_config(out)
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["protocol"]["max_detections_per_keyframe"] == 0  # eval.ava_max_per_keyframe
+    assert load_config(out / "config.yaml") == config
 
     records = read_log(out)
     kinds = [r["type"] for r in records]

@@ -128,6 +128,29 @@ def test_cap_keeps_the_50_best_of_each_keyframe(tmp_path):
     assert result.counts["over_cap_rows"] == 9
 
 
+def test_no_cap_keeps_every_detection_as_evads_own_evaluation(tmp_path):
+    misses = [f"v1,902,{ELSEWHERE},1,0.9{i % 9}" for i in range(59)]
+    (tmp_path / "map.pbtxt").write_text(LABELMAP)
+    files = [
+        write(tmp_path / "gt.csv", [f"v1,902,{A},1"]),
+        write(tmp_path / "det.csv", [*misses, f"v1,902,{A},1,0.1"]),
+    ]
+    result = evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=0)
+    assert result.per_class[1] == pytest.approx(1 / 60, abs=1e-15)  # the hit ranks 60th, not pushed out
+    assert result.counts["over_cap_rows"] == 0
+    assert result.to_dict()["protocol"]["max_detections_per_keyframe"] == 0
+    capped = evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=59)
+    assert capped.per_class[1] == 0.0 and capped.counts["over_cap_rows"] == 1
+    boxes = np.array([[0.0, 0.0, 0.05, 0.05]] * 59 + [[0.1, 0.1, 0.4, 0.9]])  # (60, 4): 59 misses, a hit
+    scores = np.r_[np.full(59, 0.9), 0.1][:, None]  # (60, 1)
+    for cap, expected in ((0, 1 / 60), (50, 0.0)):
+        evaluator = AvaEvaluator(files[0], tmp_path / "map.pbtxt", class_ids=[1], max_per_keyframe=cap)
+        evaluator.process(["v1"], [902], [boxes], [scores])
+        assert evaluator.evaluate().per_class[1] == pytest.approx(expected, abs=1e-15)
+    with pytest.raises(ValueError, match="max_per_keyframe must be >= 0"):
+        evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=-1)
+
+
 def test_class_with_groundtruth_but_no_detections_scores_zero(tmp_path):
     result = score(tmp_path, [f"v1,902,{A},1", f"v1,902,{B},17"], [f"v1,902,{A},1,0.9"])
     assert result.per_class == {1: 1.0, 17: 0.0}
@@ -410,6 +433,9 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
     assert cli_main([*args, "--overwrite"]) == 0
     assert json.loads(out.read_text())["mAP"] == 0.5
     assert list(tmp_path.glob(".metrics.json.*")) == []  # no temporary file left behind
+
+    assert cli_main([*args, "--overwrite", "--max-per-keyframe", "0"]) == 0
+    assert json.loads(out.read_text())["protocol"]["max_detections_per_keyframe"] == 0
 
     write(tmp_path / "det.csv", [f"v1,902,{A},1,0.9", "v1,902,0.1"])
     assert cli_main([*args, "--overwrite"]) == 2

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evad.cli.arguments import non_negative_int
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
+from evad.evaluation.ava import MAX_DETECTIONS_PER_KEYFRAME
 from evad.fileio import write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
@@ -41,10 +43,18 @@ def register(kinds: argparse._SubParsersAction) -> None:
         help="AVA frame-mAP at IoU 0.5 (official ActivityNet protocol)",
         description="Score AVA detections with the official ActivityNet rules (SPEC section 10): "
         "per-class PASCAL VOC AP at IoU 0.5 over the label map's classes, at most 50 detections per "
-        "keyframe, excluded keyframes skipped. Detections CSV rows: video_id, second, x1, y1, x2, y2 "
-        "(normalised), action_id, score.",
+        "keyframe (--max-per-keyframe), excluded keyframes skipped. Detections CSV rows: video_id, "
+        "second, x1, y1, x2, y2 (normalised), action_id, score.",
     )
     add_input_arguments(parser)
+    parser.add_argument(
+        "--max-per-keyframe",
+        type=non_negative_int,
+        default=MAX_DETECTIONS_PER_KEYFRAME,
+        metavar="N",
+        help=f"detections kept per keyframe, best first (default {MAX_DETECTIONS_PER_KEYFRAME}, the "
+        "ActivityNet scorer's cap; 0 keeps all, as the evaluation in EVAD's own code does)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument(
         "--plot",
@@ -118,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--plot needs matplotlib (pip install matplotlib)") from None
 
     with warnings_as_lines():
-        result = evaluate_ava_files(args.groundtruth, args.detections, args.labelmap, args.exclusions)
+        result = evaluate_ava_files(
+            args.groundtruth, args.detections, args.labelmap, args.exclusions, args.max_per_keyframe
+        )
 
     written = []
     if args.json is not None:

@@ -42,6 +42,7 @@ from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.checkpoint import unwrap
 from evad.errors import UserError, raised_alike_by_every_process
+from evad.evaluation.ava import MAX_DETECTIONS_PER_KEYFRAME
 from evad.fileio import make_dirs, write_atomically, write_json_atomically
 from evad.models.factory import ModelConfig, build_model, build_postprocess
 from evad.models.postprocess import PostProcess
@@ -170,7 +171,10 @@ def _is_ava(dataset: Any) -> bool:
 
 
 def evaluate_ava_detections(
-    results: Sequence[KeyframeDetections], dataset: Any, out_dir: Path | None
+    results: Sequence[KeyframeDetections],
+    dataset: Any,
+    out_dir: Path | None,
+    max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Frame-mAP of AVA detections; returns (summary for logs, full report for metrics.json)."""
     from evad.evaluation.ava import (
@@ -193,7 +197,9 @@ def evaluate_ava_detections(
         warnings.simplefilter("always")
         groundtruth = read_groundtruth(dataset.groundtruth_csv)
         excluded = read_exclusions(dataset.exclusions_csv) if dataset.exclusions_csv is not None else set()
-        evaluator = AvaEvaluator(groundtruth, scored, excluded, class_ids=class_ids)
+        evaluator = AvaEvaluator(
+            groundtruth, scored, excluded, class_ids=class_ids, max_per_keyframe=max_per_keyframe
+        )
         for item in results:
             scores = item.action_scores[:, columns]
             evaluator.process([item.video], [item.timestamp], [item.boxes_normalized], [scores])
@@ -306,6 +312,8 @@ def score_detections(
     dataset: Any,
     out_dir: str | Path | None = None,
     settings: Mapping[str, Any] | None = None,
+    *,
+    ava_max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score gathered detections with the dataset's protocol; write the CSV and JSON to `out_dir`.
 
@@ -319,7 +327,7 @@ def score_detections(
     if out is not None:
         make_dirs(out)
     if _is_ava(dataset):
-        summary, report = evaluate_ava_detections(results, dataset, out)
+        summary, report = evaluate_ava_detections(results, dataset, out, ava_max_per_keyframe)
     elif hasattr(dataset, "groundtruth"):
         summary, report = evaluate_tube_detections(results, dataset, out)
     else:
@@ -342,6 +350,7 @@ def evaluate(
     device: torch.device | None = None,
     amp: str = "none",
     progress: bool = True,
+    ava_max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
 ) -> dict[str, Any]:
     """Run inference, gather on rank 0, score, write files there and share the summary.
 
@@ -355,6 +364,8 @@ def evaluate(
         device: As in `run_inference`.
         amp: As in `run_inference`.
         progress: As in `run_inference`.
+        ava_max_per_keyframe: Cap on detections per keyframe of AVA's frame-mAP (see
+            `evaluation.ava.evaluate_ava`).
 
     Returns:
         On every process: `frame_mAP` and the group means (AVA) or video-mAPs (tubes), and
@@ -369,7 +380,9 @@ def evaluate(
             "keep_rate": keep_rate if keep_rate is not None else unwrap(model).backbone.keep_rate,
             "person_threshold": postprocess.person_threshold,
         }
-        summary, report = score_detections(gathered, dataset, out_dir, settings)
+        summary, report = score_detections(
+            gathered, dataset, out_dir, settings, ava_max_per_keyframe=ava_max_per_keyframe
+        )
         summary["num_keyframes"] = len(gathered)
     summary = distributed.broadcast_object(summary)
     return {**summary, "report": report}
@@ -463,6 +476,7 @@ def evaluate_checkpoint(
             device=info.device,
             amp=amp,
             progress=progress,
+            ava_max_per_keyframe=config.eval.ava_max_per_keyframe,
         )
     finally:
         distributed.cleanup(info)

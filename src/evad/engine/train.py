@@ -644,6 +644,7 @@ def _train(
                 device=device,
                 amp=amp,
                 progress=progress,
+                ava_max_per_keyframe=config.eval.ava_max_per_keyframe,
             )
         except BaseException:
             if info.is_main:

@@ -96,6 +96,7 @@ class AvaResult:
         num_groundtruth: Ground-truth boxes per evaluated class.
         num_detections: Scored detections per evaluated class (after the cap).
         counts: Bookkeeping of rows read, ignored and scored.
+        max_per_keyframe: The cap on detections per keyframe that was applied (0: none).
     """
 
     mean_ap: float
@@ -105,6 +106,7 @@ class AvaResult:
     num_groundtruth: dict[int, int]
     num_detections: dict[int, int]
     counts: dict[str, int] = field(default_factory=dict)
+    max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"mAP", "per_class": {"<id>": AP}, "groups", ...}``."""
@@ -118,7 +120,7 @@ class AvaResult:
             "counts": dict(self.counts),
             "protocol": {
                 "iou_threshold": IOU_THRESHOLD,
-                "max_detections_per_keyframe": MAX_DETECTIONS_PER_KEYFRAME,
+                "max_detections_per_keyframe": self.max_per_keyframe,
             },
         }
 
@@ -300,8 +302,10 @@ def _average_precision(scores: np.ndarray, true_positive: np.ndarray, num_gt: in
     return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
 
 
-def _select_detections(gt: _GroundTruth, det: AvaTable, counts: dict[str, int]) -> tuple[np.ndarray, ...]:
-    """Class filter, keyframe filter and cap, in the official order.
+def _select_detections(
+    gt: _GroundTruth, det: AvaTable, counts: dict[str, int], cap: int
+) -> tuple[np.ndarray, ...]:
+    """Class filter, keyframe filter and cap (`cap` best per keyframe; 0: none), in the official order.
 
     Returns:
         keyframe (D,) index into ``det.keys``, rank within keyframe (D,), score (D,),
@@ -351,7 +355,7 @@ def _select_detections(gt: _GroundTruth, det: AvaTable, counts: dict[str, int]) 
     image_rank = np.empty(len(det.keys), dtype=np.int64)
     image_rank[np.argsort(first, kind="stable")] = np.arange(len(det.keys))
 
-    # Cap: keep the 50 best per keyframe. Sorting by keyframe then descending score gives the
+    # Cap: keep the `cap` best per keyframe. Sorting by keyframe then descending score gives the
     # official result unless ties make it depend on the heap (checked below), so the order of
     # equal scores is free here and the sorts need not be stable, except the last.
     order = np.argsort(-score)
@@ -363,10 +367,9 @@ def _select_detections(gt: _GroundTruth, det: AvaTable, counts: dict[str, int]) 
     group_start = np.flatnonzero(new_group)
     group_size = np.diff(np.r_[group_start, len(order)])
     rank = np.arange(len(order)) - np.repeat(group_start, group_size)
-    kept = rank < MAX_DETECTIONS_PER_KEYFRAME
+    kept = rank < cap if cap > 0 else np.ones(len(rank), dtype=bool)
     counts["over_cap_rows"] = int(np.count_nonzero(~kept))
-    cap = MAX_DETECTIONS_PER_KEYFRAME
-    full = group_start[group_size > cap]
+    full = group_start[group_size > cap] if cap > 0 else np.zeros(0, dtype=np.int64)
     ambiguous = [sorted_key[full[sorted_score[full + cap - 1] == sorted_score[full + cap]]]]
     # Equal scores of one class with different boxes at a keyframe: their order matters. (Any
     # order of a run of equal (keyframe, class, score) has two different neighbours unless all
@@ -391,9 +394,9 @@ def _select_detections(gt: _GroundTruth, det: AvaTable, counts: dict[str, int]) 
     return key, rank, score, np.searchsorted(gt.class_ids, label), boxes, image_rank, status
 
 
-def _score(gt: _GroundTruth, det: AvaTable) -> AvaResult:
+def _score(gt: _GroundTruth, det: AvaTable, cap: int) -> AvaResult:
     counts: dict[str, int] = {"detection_rows": len(det)}
-    key, rank, score, class_position, boxes, image_rank, status = _select_detections(gt, det, counts)
+    key, rank, score, class_position, boxes, image_rank, status = _select_detections(gt, det, counts, cap)
     num_classes = len(gt.class_ids)
 
     # Zero-width or inverted boxes took a cap slot and are dropped now.
@@ -466,6 +469,7 @@ def _score(gt: _GroundTruth, det: AvaTable) -> AvaResult:
         num_groundtruth={k: int(gt.num_gt[c]) for c, k in enumerate(gt.class_ids.tolist()) if k in per_class},
         num_detections=num_detections,
         counts=counts,
+        max_per_keyframe=cap,
     )
 
 
@@ -496,6 +500,7 @@ def evaluate_ava(
     detections: AvaTable,
     labelmap: Mapping[int, str],
     exclusions: Iterable[Key] = (),
+    max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
 ) -> AvaResult:
     """Score detections against ground truth with the official AVA protocol.
 
@@ -504,6 +509,8 @@ def evaluate_ava(
         detections: Detection rows (:func:`read_detections`, or :meth:`AvaEvaluator.detections`).
         labelmap: Class id -> name of the evaluated classes (:func:`read_labelmap`).
         exclusions: Keyframe keys to ignore (:func:`read_exclusions`).
+        max_per_keyframe: Detections kept per keyframe, highest scores first: 50 in the ActivityNet
+            scorer (SPEC section 10); 0 keeps all, as the evaluation in EVAD's own code does.
 
     Warns:
         AvaInputWarning: For rows the official scorer silently ignores.
@@ -511,7 +518,9 @@ def evaluate_ava(
     Raises:
         UserError: If the ground truth has no box of the label map's classes.
     """
-    return _score(_prepare_groundtruth(groundtruth, labelmap, exclusions), detections)
+    if max_per_keyframe < 0:
+        raise ValueError(f"max_per_keyframe must be >= 0, got {max_per_keyframe}")
+    return _score(_prepare_groundtruth(groundtruth, labelmap, exclusions), detections, max_per_keyframe)
 
 
 def evaluate_ava_files(
@@ -519,6 +528,7 @@ def evaluate_ava_files(
     detections: str | os.PathLike,
     labelmap: str | os.PathLike,
     exclusions: str | os.PathLike | None = None,
+    max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
 ) -> AvaResult:
     """Read the files and score them (see :func:`evaluate_ava`).
 
@@ -530,7 +540,9 @@ def evaluate_ava_files(
     """
     names = read_labelmap(labelmap)
     excluded = read_exclusions(exclusions) if exclusions is not None else set()
-    return evaluate_ava(read_groundtruth(groundtruth), read_detections(detections), names, excluded)
+    return evaluate_ava(
+        read_groundtruth(groundtruth), read_detections(detections), names, excluded, max_per_keyframe
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,6 +578,7 @@ class AvaEvaluator:
         labelmap: str | os.PathLike | Mapping[int, str],
         exclusions: str | os.PathLike | Iterable[tuple[str, object]] | None = None,
         class_ids: Sequence[int] | None = None,
+        max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
     ) -> None:
         """Read and prepare the ground truth.
 
@@ -575,7 +588,11 @@ class AvaEvaluator:
             exclusions: Excluded-timestamps CSV, or (video id, second) pairs.
             class_ids: Action id of each score column given to :meth:`process`; by default
                 column j is class j + 1 (AVA's 80 classes).
+            max_per_keyframe: Cap on detections per keyframe (see :func:`evaluate_ava`).
         """
+        if max_per_keyframe < 0:
+            raise ValueError(f"max_per_keyframe must be >= 0, got {max_per_keyframe}")
+        self.max_per_keyframe = max_per_keyframe
         names = dict(labelmap) if isinstance(labelmap, Mapping) else read_labelmap(labelmap)
         table = groundtruth if isinstance(groundtruth, AvaTable) else read_groundtruth(groundtruth)
         if exclusions is None:
@@ -651,4 +668,4 @@ class AvaEvaluator:
 
     def evaluate(self) -> AvaResult:
         """Score everything processed since the last :meth:`reset`."""
-        return _score(self._groundtruth, self.detections())
+        return _score(self._groundtruth, self.detections(), self.max_per_keyframe)
