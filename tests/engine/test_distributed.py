@@ -114,25 +114,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_training_keeps_replicas_identical(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(SCRIPT.format(here=str(HERE)))
+def torchrun_two_processes(script: str, tmp_path: Path) -> None:
+    """Run `script` (formatted with the tests folder) in 2 processes under torchrun, with tmp_path
+    as its argument; fail with its output if it fails."""
+    path = tmp_path / "script.py"
+    path.write_text(script.format(here=str(HERE)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        str(tmp_path),
-    ]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(path), str(tmp_path)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_two_process_training_keeps_replicas_identical(tmp_path):
+    torchrun_two_processes(SCRIPT, tmp_path)
 
     replicas = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     torch.manual_seed(0)  # train() seeds with train.seed before building the model
@@ -157,24 +152,7 @@ def test_accumulation_gives_the_gradient_of_more_processes_and_nan_stops_every_p
     """Two micro-batches of one clip accumulated in one process give the gradient of one clip on
     each of two processes, although the clips hold 4 and 1 people: the box losses are divided by
     the whole group's box count, as DDP's are by the count averaged over processes."""
-    script = tmp_path / "one_step.py"
-    script.write_text(ONE_STEP.format(here=str(HERE)))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(script),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    torchrun_two_processes(ONE_STEP, tmp_path)
     ddp = torch.load(tmp_path / "ddp_grads.pt", weights_only=True)
     for rank in range(2):  # rank 1's NaN loss stopped rank 0 too
         assert (tmp_path / f"nan{rank}.txt").read_text() == "loss is nan at epoch 1, step 2; stopping"

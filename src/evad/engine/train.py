@@ -36,7 +36,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from evad.config import Config
+from evad.data.collate import batched
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.evaluate import (
@@ -144,18 +145,6 @@ def _group_lrs(optimizer: torch.optim.Optimizer) -> tuple[float, float]:
     return base, head
 
 
-def _micro_batch_groups(loader: Iterable, accum_steps: int) -> Iterator[list]:
-    """The loader's batches in lists of `accum_steps` (the last list of an epoch may be shorter)."""
-    group: list = []
-    for batch in loader:
-        group.append(batch)
-        if len(group) == accum_steps:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
 def group_box_normalizer(targets: Sequence[Sequence[Mapping[str, Tensor]]], device: torch.device) -> float:
     """Normaliser of the box losses for one optimizer step of G micro-batches on W processes.
 
@@ -241,7 +230,7 @@ def train_one_epoch(
     show = progress and distributed.is_main_process()
     bar = tqdm(desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True)
     try:
-        for group in _micro_batch_groups(loader, accum_steps):
+        for group in batched(loader, accum_steps):  # the last group of an epoch may be shorter
             group_size = len(group)
             num_boxes = group_box_normalizer([batch.targets for batch in group], device)
             optimizer.zero_grad(set_to_none=True)

@@ -25,16 +25,16 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from evad.data.collate import batched
 from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
 from evad.fileio import folder_entries, make_dirs
@@ -53,8 +53,6 @@ from evad.viz.draw import draw_detections
 
 OUTPUT_FILES = ("detections.csv", "detections.json", "annotated.mp4")
 _MAX_LABEL_ACTIONS = 3  # actions listed on a box in the video; the JSON has all above threshold
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -125,17 +123,6 @@ def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
     return out_dir
 
 
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _expected_keyframes(info: VideoInfo, rate: float | None, stride: int | None) -> int | None:
     if stride is not None:
         return -(-info.declared_frames // stride) if info.declared_frames else None
@@ -169,7 +156,7 @@ def _run_model(
         total = _expected_keyframes(info, sampler.rate, sampler.stride)
         bar = tqdm(total=total, desc=f"detect {path.name}", unit="keyframe", disable=not progress)
         with bar:
-            for batch in _batched(sampler.clips(reader.frames(resize)), batch_size):
+            for batch in batched(sampler.clips(reader.frames(resize)), batch_size):
                 clips = clips_to_batch(batch, mean, std, device=device)
                 sizes = torch.tensor([[h, w]] * len(batch), device=device)
                 outputs = model(clips, image_sizes=sizes, keep_rate=keep_rate)
