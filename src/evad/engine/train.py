@@ -192,9 +192,9 @@ def train_one_epoch(
     Each optimizer step accumulates the gradients of up to `accum_steps` micro-batches, each loss
     divided by the group's size (a last, shorter group of an epoch divides by its own size).
     Gradients are zeroed at the start of a group, so after the call they hold the last group's.
-    The box losses of every micro-batch are divided by the group's box count per clip batch
-    (`group_box_normalizer`), so that G micro-batches on W processes give the gradient of one
-    batch on G x W processes, as the official recipe's 8 GPUs do.
+    The box losses of every micro-batch are divided by the group's box count per micro-batch and
+    process (`group_box_normalizer`), so that G micro-batches on W processes give the gradient of
+    one batch on G x W processes, as the official recipe's 8 GPUs do.
 
     Args:
         model: The detector, possibly DDP-wrapped.
