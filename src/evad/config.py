@@ -101,7 +101,8 @@ class TrainConfig:
         seed: Seeds the initial weights and, with the epoch, every epoch's randomness.
         device: "auto" (CUDA if available), "cpu" or "cuda".
         max_steps: Stop after this many optimizer steps (smoke runs); the LR schedule still spans
-            `epochs`.
+            `epochs`, and a run resumed with a larger value (or none) goes on where it stopped,
+            inside the cut epoch.
         tensorboard: Also write TensorBoard scalars (when `tensorboard` is installed).
     """
 

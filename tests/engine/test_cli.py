@@ -46,18 +46,18 @@ def config_file(tmp_path):
 
 def test_train_then_eval(tmp_path, config_file, tiny_data, capsys):
     assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=2"]) == 0
-    assert "trained 1 epochs (2 steps)" in capsys.readouterr().out
+    assert "trained 0 epochs and 2 batches of the next (2 steps)" in capsys.readouterr().out
     run = tmp_path / "run"
     assert (run / "last.pt").exists() and (run / "best.pt").exists()
 
     assert main(["train", "--config", str(config_file), "--no-progress"]) == 2
     assert "--resume auto" in capsys.readouterr().err
-    # A max_steps run ends its epoch; resuming with a longer schedule continues from there.
+    # Resuming a max_steps run finishes its cut epoch, then goes on with the longer schedule.
     assert (
         main(["train", "--config", str(config_file), "--no-progress", "--resume", "auto", "train.epochs=2"])
         == 0
     )
-    assert "trained 2 epochs (6 steps)" in capsys.readouterr().out
+    assert "trained 2 epochs (8 steps)" in capsys.readouterr().out
 
     assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -113,7 +113,7 @@ def test_help_lists_the_commands(capsys):
 def test_overrides_may_sit_between_options(tmp_path, config_file, tiny_data, capsys):
     args = ["train", "train.max_steps=1", "--config", str(config_file), "train.epochs=3", "--no-progress"]
     assert main([*args, "train.log_every=1"]) == 0
-    assert "trained 1 epochs (1 steps)" in capsys.readouterr().out
+    assert "trained 0 epochs and 1 batch of the next (1 steps)" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # an unknown option is still refused
         main(["train", "--config", str(config_file), "--no-such-option"])
 

@@ -39,24 +39,35 @@ SCRIPT = textwrap.dedent(
 
     out = Path(sys.argv[1])
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    config = load_config(None, [
-        "model.preset=tiny", "train.epochs=2", "train.batch_size=1", "train.accum_steps=2",
-        "train.base_lr=1e-3", "train.log_every=1", "train.device=cpu", "train.tensorboard=false",
-        f"output_dir={{out / 'run'}}",
-    ])
-    train_set = TinyDataset(8)
-    val_set = TinyDataset(5, flip=False, root=out / f"gt{{rank}}")
-    # The padded validation shard repeats a keyframe on rank 1; gathering must drop it.
-    samplers = (
-        DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=0),
-        DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False),
-    )
-    data = TrainData(train_set, loader(train_set, 1, sampler=samplers[0]), val_set,
-                     loader(val_set, 2, sampler=samplers[1]))
-    result = train(config, data=data, progress=False)
+    torch.distributed.init_process_group("gloo")  # one group for the three runs below
+
+    def config(run, *extra):
+        return load_config(None, [
+            "model.preset=tiny", "model.drop_path_rate=0.1", "train.epochs=2", "train.batch_size=1",
+            "train.accum_steps=2", "train.base_lr=1e-3", "train.log_every=1", "train.device=cpu",
+            "train.tensorboard=false", f"output_dir={{out / run}}", *extra,
+        ])
+
+    def data():
+        train_set = TinyDataset(8)
+        val_set = TinyDataset(5, flip=False, root=out / f"gt{{rank}}")
+        # The padded validation shard repeats a keyframe on rank 1; gathering must drop it.
+        samplers = (
+            DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=0),
+            DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False),
+        )
+        return TrainData(train_set, loader(train_set, 1, sampler=samplers[0]), val_set,
+                         loader(val_set, 2, sampler=samplers[1]))
+
+    # A run cut by max_steps inside its first epoch, then resumed to the end.
+    train(config("cut", "train.max_steps=1"), data=data(), progress=False)
+    train(config("cut"), resume="auto", data=data(), progress=False)
+
+    result = train(config("run"), data=data(), progress=False)
     torch.save(result["model"].state_dict(), out / f"rank{{rank}}.pt")
     summary = {{k: v for k, v in result["metrics"].items() if k != "report"}}
     (out / f"rank{{rank}}.json").write_text(json.dumps({{"steps": result["global_step"], **summary}}))
+    torch.distributed.destroy_process_group()
     """
 )
 
@@ -144,6 +155,9 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
     assert summaries[0]["num_keyframes"] == 5
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert all(torch.equal(saved[k], replicas[0][k]) for k in saved)
+    # Each process's drop path and flips go on from its own RNG state at the cut.
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(saved[k], resumed[k]) for k in saved)
     log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert sum('"type": "train"' in line for line in log) == 4  # rank 0 alone writes
 

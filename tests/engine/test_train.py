@@ -168,7 +168,7 @@ def test_an_earlier_runs_files_are_never_replaced_by_accident(tmp_path):
     result = train(
         make_config(tmp_path / "new"), resume=str(other / "last.pt"), data=make_data(), progress=False
     )
-    assert result["global_step"] == 1 + 4  # the stopped first epoch, then a whole second one
+    assert result["global_step"] == 8  # the rest of the cut first epoch, then the second one
 
 
 def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
@@ -271,8 +271,36 @@ def test_an_output_dir_that_cannot_be_a_folder(tmp_path):
 
 def test_max_steps_stops_early(tmp_path):
     result = train(make_config(tmp_path / "run", "train.max_steps=3"), data=make_data(), progress=False)
-    assert result["global_step"] == 3 and result["epochs"] == 1
-    assert ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 3
+    assert result["global_step"] == 3 and result["epochs"] == 0 and result["epoch_batches"] == 3
+    state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (state["global_step"], state["epoch"], state["epoch_batches"]) == (3, 0, 3)
+
+
+@pytest.mark.parametrize(("accum", "cuts"), [(1, [3]), (2, [3]), (1, [2, 5])])
+def test_a_run_cut_by_max_steps_goes_on_where_it_stopped(tmp_path, accum, cuts):
+    # 4 batches an epoch: with accum 2 the cut at step 3 falls after 2 of epoch 2's 4 batches.
+    straight = tmp_path / "straight"
+    train(make_config(straight, f"train.accum_steps={accum}"), data=make_data(), progress=False)
+
+    cut = tmp_path / "cut"
+    for max_steps in cuts:
+        config = make_config(cut, f"train.accum_steps={accum}", f"train.max_steps={max_steps}")
+        resume = "auto" if max_steps != cuts[0] else None
+        assert train(config, resume=resume, data=make_data(), progress=False)["global_step"] == max_steps
+        torch.manual_seed(1234)  # whatever ran in between must not matter
+    result = train(
+        make_config(cut, f"train.accum_steps={accum}"), resume="auto", data=make_data(), progress=False
+    )
+
+    a = ckpt.load_checkpoint(straight / "last.pt")
+    b = ckpt.load_checkpoint(cut / "last.pt")
+    assert result["epochs"] == b["epoch"] == a["epoch"] == 2 and b["epoch_batches"] == 0
+    assert a["global_step"] == b["global_step"] == 8 // accum
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    la = [(r["step"], r["loss"]) for r in read_log(straight) if r["type"] == "train"]
+    lb = [(r["step"], r["loss"]) for r in read_log(cut) if r["type"] == "train"]
+    assert la == lb
 
 
 def _one_step_gradients(batch_size, accum_steps, length=2):

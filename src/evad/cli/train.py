@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if process_rank() == 0:
         best = result["best_metric"]
         shown = "n/a (no evaluation)" if best is None else f"{100 * best:.2f}"
-        print(f"trained {result['epochs']} epochs ({result['global_step']} steps); best frame-mAP {shown}")
+        batches = result["epoch_batches"]
+        cut = f" and {batches} batch{'es' if batches > 1 else ''} of the next" if batches else ""
+        done = f"{result['epochs']} epochs{cut} ({result['global_step']} steps)"
+        print(f"trained {done}; best frame-mAP {shown}")
         print(f"outputs in {config.output_dir}")
     return 0

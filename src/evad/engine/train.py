@@ -21,7 +21,10 @@ Output directory::
 Exact resume: every epoch starts by reseeding python, numpy and torch from (seed, epoch, rank) and
 telling the loader its epoch, so what an epoch draws (shuffling, augmentation, drop path) does not
 depend on what ran before it. A run stopped after epoch k and resumed from `last.pt` therefore
-produces the same weights as an uninterrupted run (bit-identical on the CPU).
+produces the same weights as an uninterrupted run (bit-identical on the CPU). An epoch that
+`train.max_steps` cuts short is saved as cut: `last.pt` holds the micro-batches of it already trained
+on and the RNG state at the cut, and a run resumed with a larger `max_steps` (or none) draws those
+batches again without training on them, restores that state and goes on as if never stopped.
 
 Example::
 
@@ -186,6 +189,8 @@ def train_one_epoch(
     max_steps: int | None = None,
     run_log: RunLog | None = None,
     progress: bool = True,
+    skip_batches: int = 0,
+    rng_after_skip: Mapping[str, Any] | None = None,
 ) -> tuple[int, dict[str, float]]:
     """Train for one pass over `loader`.
 
@@ -213,6 +218,11 @@ def train_one_epoch(
         max_steps: Stop once the global step reaches it.
         run_log: Where log lines go (None: nowhere).
         progress: Show a progress bar (rank 0, interactive terminals only).
+        skip_batches: Micro-batches at the start of the epoch that an earlier run already trained
+            on (an epoch that `max_steps` cut short): they are drawn from `loader`, so that the
+            rest comes out as it would have, but not trained on.
+        rng_after_skip: The RNG state (`checkpoint.rng_state`) to restore once they are drawn:
+            where the earlier run stopped.
 
     Returns:
         The new global step and the epoch's mean loss terms (averaged over processes).
@@ -226,11 +236,17 @@ def train_one_epoch(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     world = distributed.get_world_size()
     num_batches = len(loader)
-    window, epoch_window = LossWindow(), LossWindow()
     show = progress and distributed.is_main_process()
     bar = tqdm(desc=f"epoch {epoch + 1}", unit="batch", total=num_batches, disable=None if show else True)
+    batches = iter(loader)
     try:
-        for group in batched(loader, accum_steps):  # the last group of an epoch may be shorter
+        for _ in range(min(skip_batches, num_batches)):
+            next(batches)
+            bar.update()
+        if rng_after_skip is not None:
+            ckpt.set_rng_state(rng_after_skip)
+        window, epoch_window = LossWindow(), LossWindow()
+        for group in batched(batches, accum_steps):  # the last group of an epoch may be shorter
             group_size = len(group)
             num_boxes = group_box_normalizer([batch.targets for batch in group], device)
             optimizer.zero_grad(set_to_none=True)
@@ -489,7 +505,8 @@ def train(
         progress: Show progress bars.
 
     Returns:
-        `epochs` done, `global_step`, `best_metric` (frame-mAP, or None without evaluation), the
+        `epochs` done (whole ones), `epoch_batches` (micro-batches trained on in the next one, when
+        `max_steps` cut it), `global_step`, `best_metric` (frame-mAP, or None without evaluation), the
         last evaluation's `metrics` and the trained `model` (unwrapped).
 
     Raises:
@@ -513,6 +530,36 @@ def train(
 @dataclass
 class _Phase:
     training: bool = False
+
+
+@dataclass
+class _StopPoint:
+    """Where training stands: `epochs` whole epochs done, then `epoch_batches` micro-batches of the
+    next one (an epoch cut by `max_steps`), with `rngs` every process's RNG state at that cut."""
+
+    epochs: int
+    epoch_batches: int = 0
+    rngs: list[dict[str, Any]] | None = None
+
+    @property
+    def epoch_number(self) -> int:
+        """The 1-based epoch the run is at: the last whole one, or the cut one."""
+        return self.epochs + (1 if self.epoch_batches else 0)
+
+
+def _cut_rng(rngs: list[dict[str, Any]] | None, info: distributed.DistInfo, source: Path) -> Any:
+    """This process's RNG state at the cut that `source` stopped at, or None (with a warning) when
+    it was saved by another number of processes."""
+    if rngs is not None and len(rngs) == info.world_size:
+        return rngs[info.rank]
+    if info.is_main:
+        logger.warning(
+            "%s: its epoch was cut on %s processes, and goes on on %d: not as an uninterrupted run would",
+            source,
+            len(rngs) if rngs is not None else "an unknown number of",
+            info.world_size,
+        )
+    return None
 
 
 def _train(
@@ -559,6 +606,7 @@ def _train(
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     start_epoch, global_step, best = 0, 0, None
+    skip_batches, resumed_rng = 0, None  # the part of epoch `start_epoch` already trained on
     owed_evaluation = False  # the last epoch's evaluation stopped before it finished
     if state is not None:
         stored = state.get("dataset", {}).get("num_classes")
@@ -572,9 +620,13 @@ def _train(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, global_step, best = state["epoch"], state["global_step"], state.get("best_metric")
+        skip_batches = int(state.get("epoch_batches", 0))
+        if skip_batches:
+            resumed_rng = _cut_rng(state.get("epoch_rng"), info, resume_path)
         owed_evaluation = bool(state.get("eval_pending"))
         ckpt.set_rng_state(state["rng"])
-        _info(f"resumed from {resume_path}: {start_epoch} epochs, {global_step} steps done")
+        partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
+        _info(f"resumed from {resume_path}: {start_epoch} epochs{partial}, {global_step} steps done")
 
     if info.distributed:
         model = DistributedDataParallel(
@@ -604,23 +656,25 @@ def _train(
             "global_step": step,
         }
 
-    def save_last(epochs_done: int, eval_pending: bool = False) -> None:
-        """The full training state after `epochs_done` epochs (rank 0 only); `eval_pending` marks
-        an evaluation of that epoch that a resumed run still owes."""
+    def save_last(point: _StopPoint, eval_pending: bool = False) -> None:
+        """The full training state at `point` (rank 0 only); `eval_pending` marks an evaluation
+        there that a resumed run still owes."""
         training_state = {
             "best_metric": best,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": ckpt.rng_state(),
+            "epoch_batches": point.epoch_batches,
+            "epoch_rng": point.rngs,
             "eval_pending": eval_pending,
         }
-        ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(epochs_done, global_step), **training_state})
+        ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(point.epochs, global_step), **training_state})
 
-    def evaluate_epoch(epochs_done: int) -> dict[str, Any]:
+    def evaluate_epoch(point: _StopPoint) -> dict[str, Any]:
         """Evaluate, log, and keep `best.pt`; a failed or interrupted evaluation does not cost the
-        epoch's training: `last.pt` is saved first, owing the evaluation (every epoch reseeds, so
-        resuming from it stays exact)."""
+        epoch's training: `last.pt` is saved first, owing the evaluation (every epoch reseeds, and a
+        cut epoch keeps the RNG state of its cut, so resuming from it stays exact)."""
         nonlocal best
         try:
             result = evaluate(
@@ -637,29 +691,30 @@ def _train(
             )
         except BaseException:
             if info.is_main:
-                save_last(epochs_done, eval_pending=True)
-                _info(f"evaluation after epoch {epochs_done} stopped; {out_dir / ckpt.LAST} holds the epoch")
+                save_last(point, eval_pending=True)
+                _info(f"evaluation at step {global_step} stopped; {out_dir / ckpt.LAST} holds the training")
             raise
         summary = {k: v for k, v in result.items() if k != "report"}
-        run_log.write({"type": "eval", "step": global_step, "epoch": epochs_done, **summary})
-        _info(f"epoch {epochs_done}: frame-mAP {100 * result[METRIC]:.2f}")
+        run_log.write({"type": "eval", "step": global_step, "epoch": point.epoch_number, **summary})
+        _info(f"epoch {point.epoch_number}: frame-mAP {100 * result[METRIC]:.2f}")
         if best is None or result[METRIC] > best:
             best = result[METRIC]
             if info.is_main:
                 ckpt.save_checkpoint(
-                    out_dir / ckpt.BEST, {**snapshot(epochs_done, global_step), "metrics": summary}
+                    out_dir / ckpt.BEST, {**snapshot(point.epochs, global_step), "metrics": summary}
                 )
         return result
 
     metrics: dict[str, Any] | None = None
-    done = start_epoch
+    point = _StopPoint(start_epoch, skip_batches)
+    num_batches = len(data.train_loader)
     phase.training = True
     try:
         if owed_evaluation and data.val_loader is not None:
-            _info(f"evaluating epoch {start_epoch}, whose evaluation stopped before it finished")
-            metrics = evaluate_epoch(start_epoch)
+            _info(f"evaluating at step {global_step}, where the evaluation stopped before it finished")
+            metrics = evaluate_epoch(point)
             if info.is_main:
-                save_last(start_epoch)
+                save_last(point)
             distributed.barrier()
         for epoch in range(start_epoch, tc.epochs):
             if tc.max_steps is not None and global_step >= tc.max_steps:
@@ -667,6 +722,7 @@ def _train(
             seed_epoch(tc.seed, epoch, info.rank)
             data.set_epoch(data.train_loader, epoch)
             start = time.perf_counter()
+            step_before, skip = global_step, point.epoch_batches
             global_step, means = train_one_epoch(
                 model,
                 criterion,
@@ -684,31 +740,40 @@ def _train(
                 max_steps=tc.max_steps,
                 run_log=run_log,
                 progress=progress,
+                skip_batches=skip,
+                rng_after_skip=resumed_rng if skip else None,
             )
-            done = epoch + 1
-            last = done == tc.epochs or (tc.max_steps is not None and global_step >= tc.max_steps)
+            # Micro-batches of this epoch trained on, by this and earlier runs (a last group may be short).
+            trained = min(skip + (global_step - step_before) * tc.accum_steps, num_batches)
+            if trained < num_batches:  # cut by max_steps: a resumed run goes on from here
+                point = _StopPoint(epoch, trained, distributed.all_gather_objects(ckpt.rng_state()))
+            else:
+                point = _StopPoint(epoch + 1)
+            last = point.epochs == tc.epochs or (tc.max_steps is not None and global_step >= tc.max_steps)
             run_log.write(
                 {
                     "type": "epoch",
                     "step": global_step,
-                    "epoch": done,
+                    "epoch": epoch + 1,
                     "time_s": time.perf_counter() - start,
                     **means,
                 }
             )
-            _info(f"epoch {done}/{tc.epochs}: loss {means.get('loss', float('nan')):.4f}")
+            cut = f" (cut after {trained} of {num_batches} batches)" if point.epoch_batches else ""
+            _info(f"epoch {epoch + 1}/{tc.epochs}{cut}: loss {means.get('loss', float('nan')):.4f}")
 
-            if data.val_loader is not None and (done % tc.eval_every == 0 or last):
-                metrics = evaluate_epoch(done)
-            if info.is_main and (done % tc.checkpoint_every == 0 or last):
-                save_last(done)
+            if data.val_loader is not None and ((epoch + 1) % tc.eval_every == 0 or last):
+                metrics = evaluate_epoch(point)
+            if info.is_main and ((epoch + 1) % tc.checkpoint_every == 0 or last):
+                save_last(point)
             distributed.barrier()
             if last:
                 break
     finally:
         run_log.close()
     return {
-        "epochs": done,
+        "epochs": point.epochs,
+        "epoch_batches": point.epoch_batches,
         "global_step": global_step,
         "best_metric": best,
         "metrics": metrics,
