@@ -1,11 +1,15 @@
 """Output folders and atomic writes: what every command that writes results relies on."""
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from evad.data.synthetic import generate
 from evad.demo import check_output
 from evad.errors import UserError
-from evad.fileio import folder_entries, make_dirs, write_json_atomically
+from evad.fileio import folder_entries, make_dirs, remove_stale_temporaries, write_json_atomically
 from evad.inference.detect import check_output_dir
 from evad.weights.evad_format import check_destination
 
@@ -45,3 +49,21 @@ def test_atomic_json_write_replaces_whole_files_only(tmp_path):
         write_json_atomically(path, {"mAP": object()})
     assert path.read_text() == '{\n  "mAP": 0.5\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left
+
+
+def test_a_write_killed_midway_leaves_a_temporary_that_can_be_removed(tmp_path):
+    target = tmp_path / "last.pt"
+    script = (
+        "import os, signal, sys\n"
+        "from evad.fileio import write_atomically\n"
+        "def half(tmp):\n"
+        "    open(tmp, 'w').write('half')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"write_atomically({str(target)!r}, half)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", script]).returncode == -signal.SIGKILL
+    (tmp_path / ".last.pt.notes").write_text("mine")  # not a temporary of write_atomically
+    (tmp_path / "last.pt.tmp").write_text("mine")
+    assert not target.exists() and len(list(tmp_path.glob(".last.pt.*.tmp"))) == 1
+    assert remove_stale_temporaries(target) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.notes", "last.pt.tmp"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -61,6 +62,19 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path: str | Path) -> int:
+    """Delete the temporary files that `write_atomically(path, ...)` calls left behind when their
+    process was killed mid-write (nothing else names files so); return how many there were.
+
+    Call it only where no other process may be writing `path` at the same time.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def write_json_atomically(path: str | Path, data: Any) -> None:

@@ -262,6 +262,16 @@ def test_overwrite_removes_only_what_a_run_wrote(tmp_path):
     assert not (out / "eval" / "detections.csv").exists() and not (out / "best.pt").exists()
 
 
+def test_resuming_removes_what_a_killed_checkpoint_save_left(tmp_path, caplog):
+    out = tmp_path / "run"
+    train(make_config(out, "train.max_steps=1"), data=make_data(), progress=False)
+    (out / ".last.pt.k2j4x9.tmp").write_bytes(b"half a checkpoint")
+    (out / ".best.pt.a8f1.tmp").write_bytes(b"half a checkpoint")
+    with caplog.at_level(logging.INFO, logger="evad"):
+        train(make_config(out, "train.max_steps=2"), resume="auto", data=make_data(), progress=False)
+    assert not list(out.glob("*.tmp")) and "removed 2 partly written checkpoint file(s)" in caplog.text
+
+
 def test_an_output_dir_that_cannot_be_a_folder(tmp_path):
     (tmp_path / "afile").write_text("x")
     for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):

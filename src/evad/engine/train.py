@@ -68,7 +68,7 @@ from evad.engine.evaluate import (
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
 from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
 from evad.errors import UserError, raised_alike_by_every_process
-from evad.fileio import make_dirs
+from evad.fileio import make_dirs, remove_stale_temporaries
 from evad.losses import SetCriterion
 from evad.models.factory import build_criterion, build_model
 
@@ -635,6 +635,9 @@ def _train(
 
     if info.is_main:
         make_dirs(out_dir)
+        stale = sum(remove_stale_temporaries(out_dir / name) for name in (ckpt.LAST, ckpt.BEST))
+        if stale:
+            _info(f"{out_dir}: removed {stale} partly written checkpoint file(s) of a killed save")
         if clear:
             _clear_outputs(out_dir)
         config.save(out_dir / ckpt.CONFIG)
