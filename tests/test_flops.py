@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from evad.cli import main
-from evad.flops import PAPER_GFLOPS, count_flops
+from evad.flops import PAPER_GFLOPS, PAPER_PRUNING_GFLOPS, count_flops
 from evad.layers.attention import Attention
 from evad.models import create_model
 
@@ -37,6 +37,14 @@ def test_vit_b_224_matches_the_paper(keep_rate):
         assert report.backbone_gflops == pytest.approx(180.0, rel=0.01)  # VideoMAE's ViT-B figure
     else:
         assert report.tokens == [1568, 1098, 769, 539]
+
+
+def test_random_masking_keeps_the_tokens_of_the_papers_flops():
+    # Table 1b: random masking at rho 0.7 costs 158.9 GFLOPs, which a rho of the non-keyframe tokens
+    # gives (196 + 961 tokens) and a budget of rho N tokens in all (196 + 902) does not (149.5).
+    report = count_flops(create_model("vit-b", pruning="random"), 224, 0.7)
+    assert report.tokens == [1568, 196 + 961]
+    assert report.gflops == pytest.approx(PAPER_PRUNING_GFLOPS["random"], rel=0.01)
 
 
 def test_cli_json(capsys):

@@ -40,6 +40,10 @@ PAPER_GFLOPS: dict[tuple[str, int], dict[float, float]] = {
     ("vit-l", 288): {0.7: 737.0},
 }
 
+#: The pruning ablations of paper Table 1b (ViT-B, 224 px, rho 0.7): {pruning: GFLOPs}. Its "GAP" row
+#: is the default attention pruning (134.2 above).
+PAPER_PRUNING_GFLOPS: dict[str, float] = {"random": 158.9, "cls": 134.2}
+
 
 @dataclass
 class FlopReport:

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evad.flops import PAPER_GFLOPS, count_flops
+    from evad.flops import PAPER_GFLOPS, PAPER_PRUNING_GFLOPS, count_flops
     from evad.models import create_model
 
     if args.table:
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         given = [flag for flag, value in options.items() if value is not None]
         if given:
             raise UserError(f"--table counts every setting the paper reports; drop {' and '.join(given)}")
-        print(paper_table(PAPER_GFLOPS, count_flops, create_model))
+        print(paper_table(PAPER_GFLOPS, PAPER_PRUNING_GFLOPS, count_flops, create_model))
         return 0
     args.model = "vit-b" if args.model is None else args.model
     args.img_size = 224 if args.img_size is None else args.img_size
@@ -58,20 +58,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def paper_table(paper: dict, count_flops, create_model) -> str:
-    """Markdown table of measured vs paper GFLOPs for every setting in `paper`."""
+def paper_table(paper: dict, pruning: dict, count_flops, create_model) -> str:
+    """Markdown table of measured vs paper GFLOPs for every setting in `paper` ({(model, size):
+    {keep_rate: GFLOPs}}) and every pruning ablation in `pruning` ({strategy: GFLOPs} of ViT-B at 224
+    px and keep rate 0.7)."""
     from tqdm import tqdm
 
     rows = [
         "| model | input | keep rate | GFLOPs (evad) | GFLOPs (paper) | diff | tokens |",
         "|---|---|---|---|---|---|---|",
     ]
-    jobs = [(name, size, rho, ref) for (name, size), refs in paper.items() for rho, ref in refs.items()]
+    jobs = [
+        (name, "attention", size, rho, ref)
+        for (name, size), refs in paper.items()
+        for rho, ref in refs.items()
+    ]
+    jobs += [("vit-b", strategy, 224, 0.7, ref) for strategy, ref in pruning.items()]
     models = {}
-    for name, size, rho, ref in tqdm(jobs, desc="counting", leave=False):
-        model = models.setdefault(name, create_model(name))
+    for name, strategy, size, rho, ref in tqdm(jobs, desc="counting", leave=False):
+        model = models.setdefault((name, strategy), create_model(name, pruning=strategy))
         report = count_flops(model, size, rho)
         diff = 100 * (report.gflops - ref) / ref
         tokens = " → ".join(map(str, report.tokens))
-        rows.append(f"| {name} | {size} | {rho} | {report.gflops:.1f} | {ref} | {diff:+.2f}% | {tokens} |")
+        label = name if strategy == "attention" else f"{name}, {strategy} pruning"
+        rows.append(f"| {label} | {size} | {rho} | {report.gflops:.1f} | {ref} | {diff:+.2f}% | {tokens} |")
     return "\n".join(rows)

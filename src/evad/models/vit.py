@@ -72,9 +72,10 @@ class VideoViT(nn.Module):
         tap_layers: 0-based blocks whose output keyframe map feeds the localization branch.
         keep_rate: Default token keep rate rho (overridable per call).
         keyframe_weight: w_kf, weight of keyframe queries in the importance score (Eq. 1).
-        pruning: "attention" (Eq. 1, default), "random" (random non-keyframe tokens dropped before
-            the encoder), "cls" (a learnable CLS token's attention ranks tokens), or "unified"
-            (keyframe tokens are pruned like any other).
+        pruning: "attention" (Eq. 1, default), "random" (a random rho of the non-keyframe tokens
+            kept before the encoder: paper Table 1b's 158.9 GFLOPs at rho 0.7, where a budget of
+            rho N tokens in all would give 149.5), "cls" (a learnable CLS token's attention ranks
+            tokens), or "unified" (keyframe tokens are pruned like any other).
         fused_attention: Use the fused attention kernel in blocks that do not prune.
         official_pos_resize: Reproduce the official code's skip of the position-table resize
             whenever the grid has as many cells as the table's (e.g. 7 x 28 for a 14 x 14
@@ -146,10 +147,12 @@ class VideoViT(nn.Module):
         self.apply(_init_weights)
 
     def check_input(self, clips: Tensor) -> None:
-        """Raise ValueError unless `clips` is a floating (B, 3, num_frames, H, W) tensor in the
+        """Raise ValueError unless `clips` is a floating (B >= 1, 3, num_frames, H, W) tensor in the
         weights' dtype (or under autocast) with H, W multiples of the patch size."""
         if clips.ndim != 5 or clips.shape[1] != 3:
             raise ValueError(f"clips must have shape (B, 3, T, H, W), got {tuple(clips.shape)}")
+        if clips.shape[0] == 0:
+            raise ValueError("clips is an empty batch (B = 0); pass at least one clip")
         weight = self.patch_embed.proj.weight
         if not clips.is_floating_point() or (
             clips.dtype != weight.dtype and not torch.is_autocast_enabled(clips.device.type)
@@ -210,7 +213,7 @@ class VideoViT(nn.Module):
         num_tokens = [x.shape[1]]
 
         if self.pruning == "random" and rho < 1:
-            keep = num_kept_non_keyframe(x.shape[1], ns, rho)
+            keep = math.ceil(rho * (x.shape[1] - ns))  # rho of the non-keyframe tokens
             scores = torch.rand(B, x.shape[1] - ns, device=x.device)
             positions = select_tokens(scores, keep, offset=ns, prefix=ns)
             x, indices = gather_tokens(x, positions), gather_tokens(indices, positions)
