@@ -213,6 +213,7 @@ def test_checkpointed_interaction_same_gradients_less_saved_memory():
     ("clips", "kwargs", "message"),
     [
         (torch.zeros(3, 16, 64, 64), {}, r"shape \(B, 3, T, H, W\), got \(3, 16, 64, 64\)"),
+        (torch.zeros(0, 3, 16, 64, 64), {}, r"empty batch \(B = 0\)"),
         (torch.zeros(1, 3, 16, 64, 64, dtype=torch.uint8), {}, "normalised floats .* got torch.uint8"),
         (torch.zeros(1, 3, 16, 64, 64, dtype=torch.float64), {}, "dtype torch.float32, got torch.float64"),
         (

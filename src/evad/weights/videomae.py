@@ -7,6 +7,9 @@ layouts are read:
 - VideoMAE pre-training: ``encoder.{patch_embed,blocks,norm}`` -> backbone,
   ``decoder.blocks.{j}`` -> ``classification.blocks.{j}``, ``encoder_to_decoder`` and
   ``mask_token`` -> the classification branch; the pixel head ``decoder.{norm,head}`` is dropped.
+  (The official loader renames only ``decoder.*`` and ``encoder_to_decoder.*`` into its head, so
+  there the top-level ``mask_token`` finds no match and the decoder's stays at its Xavier start;
+  evad loads it. The paper's recipe starts from fine-tuned weights, which have none.)
 - VideoMAE fine-tuned: ``patch_embed``, ``blocks``, ``norm`` -> backbone; the video classifier
   (``fc_norm``, ``head``) is dropped. A bare evad backbone state dict has the same names.
 - Hugging Face transformers (``[videomae.]embeddings``, ``encoder.layer.{i}``, ``layernorm``, and
