@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+
 import pytest
 import torch
 
@@ -9,6 +13,7 @@ import evad
 from evad.errors import UserError
 from evad.inference import pretrained
 from evad.inference.pretrained import load_detector, packaged_checkpoint
+from evad.weights.evad_format import model_config_from_info
 
 
 def _train_checkpoint(path):
@@ -73,3 +78,18 @@ def test_the_packaged_model_is_installed_and_detects():
     with torch.no_grad():
         out = loaded.model.eval()(clips)
     assert out["action_logits"].shape == (1, 16, 13)
+
+
+def test_create_model_names_the_settings_that_differ_from_the_stored_ones(caplog):
+    """A keep rate or box extension changes the detections without changing a tensor's shape."""
+    folder = packaged_checkpoint()
+    stored = model_config_from_info(json.loads((folder / "config.json").read_text()), str(folder))
+    same = {f.name: getattr(stored, f.name) for f in dataclasses.fields(stored) if f.name != "num_classes"}
+    with caplog.at_level(logging.WARNING, logger="evad"):
+        evad.create_model("tiny", num_classes=stored.num_classes, pretrained=folder, **same)
+        assert not caplog.records
+        settings = {**same, "keep_rate": 0.5, "roi_extend": (0.0, 0.0), "fused_attention": False}
+        evad.create_model("tiny", num_classes=stored.num_classes, pretrained=folder, **settings)
+    [record] = caplog.records
+    assert "keep_rate 0.7 -> 0.5, roi_extend (0.4, 0.2) -> (0.0, 0.0)" in record.getMessage()
+    assert "load_detector" in record.getMessage() and "fused_attention" not in record.getMessage()

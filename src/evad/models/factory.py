@@ -255,17 +255,19 @@ def create_model(name: str, num_classes: int = 80, pretrained: str | Path | None
         pretrained: Optional weights loaded into the built model: evad weights (`evad convert`
             output, `best.pt`), a VideoMAE checkpoint (pre-trained, fine-tuned, or a Hugging Face
             directory) or an official EVAD checkpoint; what was missing or unused is logged (see
-            `evad.weights.load_pretrained`).
+            `evad.weights.load_pretrained`), and a warning names the settings that differ from the
+            ones evad weights store (`evad.inference.load_detector` builds the stored model).
         **overrides: Any `ModelConfig` field.
 
     Raises:
         ValueError: for an unknown name or option, naming the accepted values.
         UserError: for pretrained weights that cannot be read or whose shapes do not fit.
     """
-    model = build_model(get_config(name, num_classes, **overrides))
+    config = get_config(name, num_classes, **overrides)
+    model = build_model(config)
     if pretrained is not None:
         from evad.weights import load_pretrained  # evad.weights builds on this module
 
-        report = load_pretrained(model, pretrained)
+        report = load_pretrained(model, pretrained, config=config)
         logger.info("%s", report.summary())
     return model

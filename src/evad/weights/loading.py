@@ -217,7 +217,23 @@ def load_converted(model: nn.Module, converted: Converted, source: str, layout: 
     return report
 
 
-def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") -> LoadReport:
+# ModelConfig fields that change how a model computes (or how fast), not what.
+_HOW_NOT_WHAT = ("fused_attention", "checkpoint_interaction")
+
+
+def differing_settings(stored: ModelConfig, used: ModelConfig) -> list[str]:
+    """ "name stored -> used" for each setting of `used` that differs from `stored` and changes what
+    the model computes."""
+    return [
+        f"{f.name} {getattr(stored, f.name)!r} -> {getattr(used, f.name)!r}"
+        for f in dataclasses.fields(ModelConfig)
+        if f.name not in _HOW_NOT_WHAT and getattr(stored, f.name) != getattr(used, f.name)
+    ]
+
+
+def load_pretrained(
+    model: nn.Module, path: str | Path, layout: str = "auto", config: ModelConfig | None = None
+) -> LoadReport:
     """Load weights from any supported checkpoint into `model` (an `EVAD` or a `VideoViT`).
 
     Args:
@@ -225,6 +241,9 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") ->
         path: A VideoMAE file, a Hugging Face VideoMAE folder, an official EVAD file, evad weights
             (`evad convert` output) or an `evad train` checkpoint.
         layout: "auto" or one of `LAYOUTS` (then the file must be of that layout).
+        config: The settings `model` was built with; for weights that store their own (evad
+            weights, `evad train` checkpoints) a warning names the ones that differ, such as a keep
+            rate, which no tensor shape would reveal.
 
     Returns:
         What was loaded, left at initialisation and ignored.
@@ -235,7 +254,7 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") ->
     ckpt = read_checkpoint(path)
     layout = resolve_layout(ckpt, layout)
     try:
-        return load_converted(model, to_evad(ckpt, layout), str(ckpt.path), layout)
+        report = load_converted(model, to_evad(ckpt, layout), str(ckpt.path), layout)
     except ShapeMismatch as err:
         if ckpt.evad_info is None:
             raise
@@ -243,6 +262,17 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto") ->
             f"{err}; it stores its own model settings: evad.inference.load_detector({str(ckpt.path)!r}) "
             "builds the model it fits"
         ) from None
+    if config is not None and ckpt.evad_info is not None:
+        differing = differing_settings(model_config_from_info(ckpt.evad_info, str(ckpt.path)), config)
+        if differing:
+            logger.warning(
+                "%s: the model is built with other settings than the ones stored with these weights "
+                "(%s); evad.inference.load_detector(%r) builds the stored model",
+                ckpt.path,
+                ", ".join(differing),
+                str(ckpt.path),
+            )
+    return report
 
 
 def checkpoint_model_config(
