@@ -208,6 +208,26 @@ def test_a_failed_evaluation_keeps_the_epoch_and_is_owed_on_resume(tmp_path, mon
     assert not ckpt.load_checkpoint(out / "last.pt")["eval_pending"]
 
 
+def test_an_evaluation_owed_in_a_cut_epoch_keeps_the_cut(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(make_config(straight), data=make_data(), progress=False)
+
+    def broken(*args, **kwargs):
+        raise UserError("frame file x.jpg cannot be decoded")
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(engine, "evaluate", broken)
+    with pytest.raises(UserError):
+        train(make_config(out, "train.max_steps=3"), data=make_data(tmp_path), progress=False)
+    monkeypatch.undo()
+    train(make_config(out, "train.max_steps=3"), resume="auto", data=make_data(tmp_path), progress=False)
+    state = ckpt.load_checkpoint(out / "last.pt")
+    assert not state["eval_pending"] and state["epoch_batches"] == 3 and len(state["epoch_rng"]) == 1
+    train(make_config(out), resume="auto", data=make_data(tmp_path), progress=False)
+    a, b = (ckpt.load_checkpoint(run / "last.pt")["model"] for run in (straight, out))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint(tmp_path):
     # A preempted job requeued with the same command: config.yaml and a partial log, no last.pt.
     out = tmp_path / "run"

@@ -709,7 +709,7 @@ def _train(
         return result
 
     metrics: dict[str, Any] | None = None
-    point = _StopPoint(start_epoch, skip_batches)
+    point = _StopPoint(start_epoch, skip_batches, state.get("epoch_rng") if skip_batches else None)
     num_batches = len(data.train_loader)
     phase.training = True
     try:
