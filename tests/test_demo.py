@@ -60,6 +60,13 @@ def test_a_folder_with_other_files_is_never_used(tmp_path: Path, capsys) -> None
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_a_mistyped_override_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo-output"
+    assert main(["demo", "--out", str(out), *TOY, "train.epochz=3"]) == 2
+    assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_demo_world_options_reach_the_data_and_match_the_settings(demo_out: Path) -> None:
     # `evad demo` with no world options uses DemoSettings' world (the calmer one of the README).
     args = build_parser().parse_args(["demo", "--out", "x"])
@@ -76,8 +83,13 @@ def test_rerun_reuses_the_data_only_for_the_same_world(tmp_path: Path, capsys) -
     out = tmp_path / "demo-output"
     assert main(["demo", "--out", str(out), *TOY]) == 0
     assert "generating" in capsys.readouterr().out
+    # What a killed demo leaves half written is its own: neither foreign nor kept.
+    (out / ".data.partial-123-456" / "frames").mkdir(parents=True)
+    (out / ".report.json.k2j4x9.tmp").write_text("{")
+    (out / ".heldout.mp4.partial").write_bytes(b"")
     assert main(["demo", "--out", str(out), "--overwrite", *TOY]) == 0
     assert "reusing the synthetic benchmark" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
     assert main(["demo", "--out", str(out), "--overwrite", "--max-actors", "5", *TOY]) == 0
     assert "generating" in capsys.readouterr().out
     assert json.loads((out / "data" / "synth.json").read_text())["config"]["max_actors"] == 5

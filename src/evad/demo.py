@@ -18,6 +18,7 @@ The output folder is the demo's own: a folder holding a finished demo is replace
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import time
@@ -73,10 +74,23 @@ def packaged_config(name: str) -> Path:
     return path
 
 
+def _is_leftover(name: str) -> bool:
+    """Whether `name` is what an interrupted demo leaves half written: the synthetic writer's
+    `.data.partial-*` folder, the held-out clip's `.heldout.mp4.partial`, or the temporary file of
+    an atomic write (`.report.json.*.tmp`, ...)."""
+    half_written = (f".{output}.partial" for output in DEMO_OUTPUTS)
+    temporaries = (f".{output}.*.tmp" for output in DEMO_OUTPUTS)
+    return (
+        name.startswith(".data.partial-")
+        or name in half_written
+        or any(fnmatch.fnmatchcase(name, pattern) for pattern in temporaries)
+    )
+
+
 def check_output(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder that is not a demo's, and a finished demo without `overwrite`."""
     entries = folder_entries(out)
-    foreign = sorted(entries - set(DEMO_OUTPUTS))
+    foreign = sorted(name for name in entries - set(DEMO_OUTPUTS) if not _is_leftover(name))
     if foreign:
         raise UserError(
             f"{out}: holds files the demo did not write ({', '.join(foreign[:3])}); choose another --out"
@@ -195,14 +209,18 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     started = time.perf_counter()
     out = settings.out
     check_output(out, settings.overwrite)
+    # The overrides are checked before any work: a typo costs nothing.
+    overrides = [f"data.root={out / 'data'}", f"output_dir={out / 'train'}", *settings.overrides]
+    config = load_config(packaged_config("synthetic_tiny.yaml"), overrides)
     for name in DEMO_OUTPUTS:  # a finished demo being replaced: its results go, its data stays
         if name != "data" and (out / name).exists():
             shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    for path in out.glob(".*"):  # what an interrupted demo left half written
+        if _is_leftover(path.name):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     make_dirs(out)
     root = _prepare_data(settings)
 
-    overrides = [f"data.root={root}", f"output_dir={out / 'train'}", *settings.overrides]
-    config = load_config(packaged_config("synthetic_tiny.yaml"), overrides)
     print(f"[2/5] training the {config.model.preset} preset on the CPU ({config.train.epochs} epochs)")
     train_start = time.perf_counter()
     result = train(config, overwrite=True, progress=settings.progress)
