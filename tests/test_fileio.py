@@ -9,7 +9,13 @@ import pytest
 from evad.data.synthetic import generate
 from evad.demo import check_output
 from evad.errors import UserError
-from evad.fileio import folder_entries, make_dirs, remove_stale_temporaries, write_json_atomically
+from evad.fileio import (
+    check_output_file,
+    folder_entries,
+    make_dirs,
+    remove_stale_temporaries,
+    write_json_atomically,
+)
 from evad.inference.detect import check_output_dir
 from evad.weights.evad_format import check_destination
 
@@ -67,3 +73,31 @@ def test_a_write_killed_midway_leaves_a_temporary_that_can_be_removed(tmp_path):
     assert not target.exists() and len(list(tmp_path.glob(".last.pt.*.tmp"))) == 1
     assert remove_stale_temporaries(target) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".last.pt.notes", "last.pt.tmp"]
+
+
+def test_output_files_are_checked_before_any_work(tmp_path):
+    (tmp_path / "in.csv").write_text("data")
+    (tmp_path / "old.json").write_text("{}")
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (tmp_path, {}, "is a folder; name a file"),
+        (
+            tmp_path / "in.csv",
+            {"overwrite": True, "inputs": [tmp_path / "in.csv"]},
+            "also one of this command's inputs",
+        ),
+        (tmp_path / "old.json", {}, "exists; pass --overwrite"),
+        (tmp_path / "no" / "m.json", {}, "no does not exist"),
+        (tmp_path / "afile" / "m.json", {"create_folders": True}, "afile is not a folder"),
+    ]
+    for path, options, message in cases:
+        with pytest.raises(UserError, match=message):
+            check_output_file(path, options.pop("overwrite", False), **options)
+    check_output_file(tmp_path / "old.json", True, [tmp_path / "in.csv", None])
+    check_output_file(tmp_path / "new" / "deeper" / "m.png", False, create_folders=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "in.csv", "old.json"]  # nothing made
+
+
+def test_an_atomic_write_where_no_folder_is_is_one_line(tmp_path):
+    with pytest.raises(UserError, match=r"m\.json: cannot write: No such file or directory"):
+        write_json_atomically(tmp_path / "missing" / "m.json", {})

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,46 @@ def folder_entries(path: str | Path) -> set[str]:
     return {entry.name for entry in path.iterdir()}
 
 
+def check_output_file(
+    path: str | Path,
+    overwrite: bool,
+    inputs: Iterable[str | Path | None] = (),
+    create_folders: bool = False,
+) -> None:
+    """Refuse, before any work, an output file that cannot or may not be written.
+
+    Args:
+        path: The file the command will write.
+        overwrite: Whether an existing file may be replaced.
+        inputs: The command's input files; `path` may never be one of them, even with `overwrite`
+            (one typo would destroy it).
+        create_folders: Whether the command creates missing folders on the way to `path`; else
+            its folder must exist.
+
+    Raises:
+        UserError: For a folder named `path`, an input, an existing file without `overwrite`, a
+            missing folder, or a folder that cannot be written in.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; name a file")
+    if any(
+        other is not None and Path(other).exists() and path.resolve() == Path(other).resolve()
+        for other in inputs
+    ):
+        raise UserError(f"{path}: is also one of this command's inputs; write the output elsewhere")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} exists; pass --overwrite to replace it")
+    folder = path.parent
+    while create_folders and not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{path}: {folder} {what}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{path}: cannot write in {folder}")
+
+
 def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     """Let `write` fill a temporary file next to `path`, then rename it over `path`.
 
@@ -46,7 +86,10 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     the temporary file never survives.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # no such folder, no permission, a read-only file system
+        raise UserError(f"{path}: cannot write: {err.strerror or err}") from None
     os.close(fd)
     try:
         write(tmp)

@@ -315,3 +315,11 @@ def test_cli_world_options_reach_the_generator(tmp_path: Path, capsys: pytest.Ca
         assert main([*argv[:3], str(tmp_path / "bad"), *argv[4:], *bad]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no folder can be made"
+)
+def test_a_place_where_no_folder_can_be_made_is_one_line(capsys):
+    assert main(["data", "synth", "--out", "/proc/evad-synth", "--videos", "2", "--seconds", "3"]) == 2
+    assert "evad: error: /proc/evad-synth: cannot write in /proc" in capsys.readouterr().err

@@ -441,6 +441,12 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
     assert cli_main([*args, "--overwrite"]) == 2
     assert f"{tmp_path / 'det.csv'}:2: expected 2, 7 or 8" in capsys.readouterr().err
 
+    # An output that is also an input is refused even with --overwrite: one typo would destroy it.
+    swapped = [*args[:-1], str(tmp_path / "det.csv"), "--overwrite"]
+    assert cli_main(swapped) == 2
+    assert "det.csv: is also one of this command's inputs" in capsys.readouterr().err
+    assert (tmp_path / "det.csv").read_text().startswith("v1,902")
+
 
 def test_cli_plot_refuses_other_formats_before_scoring(tmp_path, capsys, cli_main):
     args = ["evaluate", "ava", "--groundtruth", str(tmp_path / "absent.csv"), "--detections", "absent.csv"]

@@ -10,6 +10,7 @@ import shlex
 from pathlib import Path
 
 from evad.errors import UserError
+from evad.fileio import check_output_file
 
 DEFAULT_KEEP_RATES = (1.0, 0.9, 0.8, 0.7, 0.6)
 
@@ -101,10 +102,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.train and args.backbone_only:
         raise UserError("--train needs the whole detector; drop --backbone-only")
     if args.json is not None:
-        if args.json.exists() and not args.overwrite:
-            raise UserError(f"{args.json} exists; pass --overwrite to replace it")
-        if not args.json.parent.is_dir():
-            raise UserError(f"{args.json}: directory {args.json.parent} does not exist")
+        check_output_file(args.json, args.overwrite)
 
 
 def _command_line(args: argparse.Namespace) -> str:

@@ -16,7 +16,7 @@ from evad.cli.arguments import non_negative_int
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 from evad.evaluation.ava import MAX_DETECTIONS_PER_KEYFRAME
-from evad.fileio import write_atomically, write_json_atomically
+from evad.fileio import check_output_file, write_atomically, write_json_atomically
 
 if TYPE_CHECKING:
     from evad.evaluation.ava import AvaResult
@@ -72,13 +72,18 @@ def register(kinds: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _check_output(path: Path | None, overwrite: bool) -> None:
-    if path is None:
-        return
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: directory {path.parent} does not exist")
+def check_outputs(args: argparse.Namespace, *outputs: Path | None) -> None:
+    """`check_output_file` for each output given, against the inputs `add_input_arguments` adds."""
+    inputs = (
+        args.groundtruth,
+        args.detections,
+        args.labelmap,
+        args.exclusions,
+        getattr(args, "compare", None),
+    )
+    for path in outputs:
+        if path is not None:
+            check_output_file(path, args.overwrite, inputs)
 
 
 def _read_result_json(path: Path) -> dict[str, Any]:
@@ -118,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--compare needs --plot")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: the chart is written as PNG; give a .png file name")
-    _check_output(args.json, args.overwrite)
-    _check_output(args.plot, args.overwrite)
+    check_outputs(args, args.json, args.plot)
     compare = _read_result_json(args.compare) if args.compare is not None else None
     if args.plot is not None:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evad.cli.evaluate_ava import _check_output, add_input_arguments
+from evad.cli.evaluate_ava import add_input_arguments, check_outputs
 from evad.cli.messages import warnings_as_lines
 from evad.fileio import write_json_atomically
 
@@ -32,7 +32,7 @@ def register(kinds: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from evad.evaluation.oracle import oracle_analysis
 
-    _check_output(args.json, args.overwrite)
+    check_outputs(args, args.json)
     with warnings_as_lines():
         result = oracle_analysis(args.groundtruth, args.detections, args.labelmap, args.exclusions)
     base = result.detector.mean_ap

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from evad.errors import UserError
-from evad.fileio import write_json_atomically
+from evad.fileio import check_output_file, write_json_atomically
 
 
 def register(kinds: argparse._SubParsersAction) -> None:
@@ -61,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from evad.evaluation import tubes
 
     if args.json is not None:
-        if args.json.exists() and not args.overwrite:
-            raise UserError(f"{args.json} exists; pass --overwrite to replace it")
-        if not args.json.parent.is_dir():
-            raise UserError(f"{args.json}: directory {args.json.parent} does not exist")
+        check_output_file(args.json, args.overwrite, (args.groundtruth, args.detections))
     if args.frame_stride < 1:
         raise UserError(f"--frame-stride must be at least 1, got {args.frame_stride}")
     if args.split < 1:

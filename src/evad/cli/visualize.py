@@ -15,7 +15,7 @@ from evad.cli.arguments import device, positive, probability
 from evad.cli.detect import add_model_arguments, chosen_person_threshold, load_model
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
-from evad.fileio import make_dirs
+from evad.fileio import check_output_file, make_dirs
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -94,12 +94,9 @@ def _prepare(args: argparse.Namespace) -> tuple[LoadedModel, Tensor, ClipAtTime]
 
     probe_video(args.video)
     out = Path(args.out)
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; --out names the picture file")
-    if out.suffix.lower() not in IMAGE_SUFFIXES:
+    if out.suffix.lower() not in IMAGE_SUFFIXES and not out.is_dir():
         raise UserError(f"{out}: --out must end in {', '.join(IMAGE_SUFFIXES)}")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    check_output_file(out, args.overwrite, (args.video,), create_folders=True)
     if args.keep_rate is not None:
         try:
             check_keep_rate(args.keep_rate)

@@ -81,7 +81,10 @@ def generate(
     # Build next to the target and rename at the end: an interrupted run leaves only a hidden
     # `.NAME.partial-*` folder, never something that looks like a finished dataset.
     partial = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"
-    partial.mkdir()
+    try:
+        partial.mkdir()
+    except OSError as err:
+        raise UserError(f"{out}: cannot write in {out.parent}: {err.strerror or err}") from None
     try:
         summary = _write_dataset(partial, cfg, num_videos, seed, progress)
         if out.exists():
