@@ -235,6 +235,8 @@ def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint
     config = make_config(out, "train.max_steps=1")
     (out / "config.yaml").write_text(config.to_yaml())
     (out / "log.jsonl").write_text('{"type": "train", "step": 1, "loss": 99.0}\n')
+    with pytest.raises(UserError, match=r"stopped before its first last\.pt: pass --resume auto"):
+        train(config, data=make_data(), progress=False)  # the same command again: what to do
     result = train(config, resume="auto", data=make_data(), progress=False)
     assert result["global_step"] == 1 and 99.0 not in [r.get("loss") for r in read_log(out)]
     # With another config in the folder it is not the same run: refused (see the test above).

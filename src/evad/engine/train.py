@@ -370,11 +370,11 @@ def _resolve_resume(
     if resume is not None and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one")
     earlier = _earlier_run(out_dir)
+    config_file = out_dir / ckpt.CONFIG
+    same_config = config_file.exists() and config_file.read_text(encoding="utf-8") == config_text
     if resume == "auto":
         if (out_dir / ckpt.LAST).exists():
             return out_dir / ckpt.LAST, False
-        config_file = out_dir / ckpt.CONFIG
-        same_config = config_file.exists() and config_file.read_text(encoding="utf-8") == config_text
         if earlier and (ckpt.BEST in earlier or not same_config):
             raise UserError(
                 f"{out_dir} holds {_listing(earlier)} of an earlier run but no {ckpt.LAST} to resume "
@@ -388,11 +388,15 @@ def _resolve_resume(
     if resume is not None:
         return Path(resume), False
     if earlier and not overwrite:
-        advice = (
-            "pass --resume auto to continue that run or --overwrite to start a new one there"
-            if ckpt.LAST in earlier
-            else f"there is no {ckpt.LAST} to resume from: pass --overwrite to start a new run there"
-        )
+        if ckpt.LAST in earlier:
+            advice = "pass --resume auto to continue that run or --overwrite to start a new one there"
+        elif same_config and ckpt.BEST not in earlier:
+            advice = (
+                f"that run, with this config, stopped before its first {ckpt.LAST}: pass --resume auto "
+                "to start it again or --overwrite to start a new run there"
+            )
+        else:
+            advice = f"there is no {ckpt.LAST} to resume from: pass --overwrite to start a new run there"
         raise UserError(f"{out_dir} already holds {_listing(earlier)}; {advice}")
     return None, overwrite
 
