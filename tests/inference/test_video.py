@@ -118,6 +118,8 @@ def test_missing_file_text_file_and_audio_only_file_are_user_errors(tmp_path):
 
     with pytest.raises(UserError, match="no such video file"):
         VideoReader(tmp_path / "missing.mp4")
+    with pytest.raises(UserError, match="is a folder, not a video file"):
+        VideoReader(tmp_path)
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 20)
     with pytest.raises(UserError, match="not a readable video file"):

@@ -81,6 +81,8 @@ class Frame:
 def _open_container(path: Path):
     import av
 
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a video file")
     if not path.is_file():
         raise UserError(f"{path}: no such video file")
     try:
