@@ -1,5 +1,6 @@
 """Config files, `_base_` inheritance, dotted overrides and their error messages."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,85 @@ def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
     assert load_config("synthetic_tiny.yaml", ["data.root=synth"]) == by_name
     with pytest.raises(UserError, match="no_such_config"):
         load_config("no_such_config")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path, capsys):
+    from evad.cli import main
+
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("train:\n  epochs: 1\noutput_dir: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:3: not UTF-8 text"):
+        load_config(path)
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"evad: error: {path}:3: not UTF-8 text")
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "train:\n  epochs: [1\n  batch_size: 2\n")
+    with pytest.raises(UserError, match=rf"^{re.escape(str(bad))}:3: not valid YAML: .*\(from line 2\)$"):
+        load_config(bad)
+    with pytest.raises(
+        UserError, match=rf"^{re.escape(str(tmp_path / 'ctl.yaml'))}:2: not valid YAML: character #x0001"
+    ):
+        load_config(write(tmp_path / "ctl.yaml", "train: {epochs: 1}\noutput_dir: 'a\x01b'\n"))
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(UserError, match=rf"^{re.escape(str(folder))}: cannot read config: "):
+        load_config(folder)
+    child = write(tmp_path / "child.yaml", "_base_: gone.yaml\n")
+    gone = re.escape(str(tmp_path / "gone.yaml"))
+    with pytest.raises(
+        UserError, match=rf"^{gone}: cannot read config \(the _base_ of {re.escape(str(child))}\)"
+    ):
+        load_config(child)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# all settings commented out\n# train: {epochs: 1}\n"])
+def test_an_empty_config_file_is_named_in_a_warning(tmp_path, text, caplog, capsys):
+    from evad.cli import main
+
+    path = write(tmp_path / "empty.yaml", text)
+    assert load_config(path, ["train.epochs=1"]).train.epochs == 1  # the command line may set all
+    assert f"{path}: the config file is empty" in caplog.text
+    caplog.clear()
+    child = write(tmp_path / "child.yaml", "_base_: empty.yaml\ntrain: {epochs: 1}\n")
+    load_config(child)
+    assert f"{path}: the config file is empty" in caplog.text
+    # `evad train` on it fails on a setting the file would have given: the line before says why.
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: the config file is empty" in caplog.text + err and "evad: error: " in err
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("model:\n  preset: tiny\n  keep_rate: 0.7\n  keep_rate: 0.5\n", 4, "keep_rate"),
+        ("train: {epochs: 1, epochs: 2}\n", 1, "epochs"),
+        ("train: {epochs: 1}\noutput_dir: a\noutput_dir: b\n", 3, "output_dir"),
+        ("model:\n  loss_weights:\n    ce: 1\n    ce: 2\n", 4, "ce"),
+    ],
+)
+def test_a_key_given_twice_in_one_mapping_is_refused(tmp_path, text, line, key):
+    path = write(tmp_path / "dup.yaml", text)
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:{line}: duplicate key '{key}'"):
+        load_config(path)
+    child = write(tmp_path / "child.yaml", "_base_: dup.yaml\n")  # bases are read the same way
+    with pytest.raises(UserError, match=rf"^{re.escape(str(path))}:{line}: duplicate key '{key}'"):
+        load_config(child)
+
+
+def test_the_same_key_in_different_mappings_and_yaml_merge_keys_still_load(tmp_path):
+    text = (
+        "model: {preset: tiny, keep_rate: 0.6}\n"
+        "eval: {keep_rate: 0.5}\n"
+        "train:\n  <<: {epochs: 3, batch_size: 4}\n  epochs: 2\n"
+    )
+    cfg = load_config(write(tmp_path / "ok.yaml", text))
+    assert cfg.model.overrides["keep_rate"] == 0.6 and cfg.eval.keep_rate == 0.5
+    assert (cfg.train.epochs, cfg.train.batch_size) == (2, 4)
+    with pytest.raises(
+        UserError, match=r"command line: the value of 'model.loss_weights' has the key 'ce' twice"
+    ):
+        load_config(None, ["model.loss_weights={ce: 1, ce: 2}"])

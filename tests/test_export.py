@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -167,3 +168,109 @@ def test_onnx_refuses_weights_over_the_protobuf_limit(model, tmp_path, monkeypat
     monkeypatch.setattr(export, "ONNX_MAX_BYTES", 1024)
     with pytest.raises(ValueError, match="TorchScript"):
         export.export_onnx(model, tmp_path / "x.onnx", SIZE)
+
+
+def _no_model_loading(monkeypatch):
+    """Make `evad export` fail loudly if it gets as far as loading a model."""
+    import evad.cli.export as cli_export
+
+    def load(args):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(cli_export, "_load", load)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "message"),
+    [
+        ("onnx", "t.pt", ".pt is the torchscript suffix, but the format is onnx; onnx files end in .onnx"),
+        ("onnx", "m.txt", "onnx files end in .onnx, not .txt"),
+        ("onnx", "model", "no extension; onnx files end in .onnx"),
+        ("torchscript", "t.onnx", ".onnx is the onnx suffix, but the format is torchscript"),
+        ("torchscript", "t.bin", "torchscript files end in .pt, .pth or .ts, not .bin"),
+    ],
+)
+def test_cli_out_extension_must_match_the_format_both_ways(fmt, name, message, tmp_path, capsys, monkeypatch):
+    _no_model_loading(monkeypatch)
+    out = tmp_path / name
+    assert main(["export", "--model", "tiny", "--format", fmt, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"evad: error: {out}: ") and message in err, err
+    assert not out.exists()
+
+
+def test_the_extensions_of_each_format_are_accepted_in_any_case(tmp_path):
+    for fmt, names in {
+        "onnx": ["m.onnx", "M.ONNX"],
+        "torchscript": ["m.pt", "m.pth", "m.ts", "m.torchscript.pt"],
+    }.items():
+        for name in names:
+            export.check_extension(tmp_path / name, fmt)
+            assert export.check_destination(tmp_path / name, fmt) == tmp_path / name
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the writability probe leaves nothing
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("{tmp}/a_file/sub/m.onnx", "{tmp}/a_file is not a folder"),
+        ("{tmp}/folder.onnx", "is a folder"),
+        ("/proc/evad_no_such_folder/m.onnx", "cannot write in /proc"),
+    ],
+)
+def test_cli_refuses_an_out_it_cannot_write_before_loading_the_model(
+    out, message, tmp_path, capsys, monkeypatch
+):
+    if out.startswith("/proc") and not (os.path.isdir("/proc") and sys.platform.startswith("linux")):
+        pytest.skip("needs Linux's /proc")
+    _no_model_loading(monkeypatch)
+    (tmp_path / "a_file").write_text("mine\n")
+    (tmp_path / "folder.onnx").mkdir()
+    out, message = out.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", "--model", "tiny", "--out", out, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"evad: error: {out}: ") and message in err, err
+    assert (tmp_path / "a_file").read_text() == "mine\n" and not any((tmp_path / "folder.onnx").iterdir())
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_cli_refuses_an_out_in_a_read_only_folder_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    _no_model_loading(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        for out in (locked / "m.onnx", locked / "sub" / "m.onnx"):
+            assert main(["export", "--model", "tiny", "--out", str(out)]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"cannot write in {locked}" in err, err
+        assert not any(locked.iterdir())
+    finally:
+        locked.chmod(0o755)
+
+
+def test_export_functions_check_the_destination_before_the_trace(model, tmp_path, monkeypatch):
+    def trace(*args, **kwargs):
+        raise AssertionError("traced before the destination was checked")
+
+    monkeypatch.setattr(torch.jit, "trace", trace)
+    monkeypatch.setattr(torch.onnx, "export", trace)
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(UserError, match="missing does not exist"):
+        export.export_torchscript(model, tmp_path / "missing" / "x.pt", SIZE)
+    with pytest.raises(UserError, match="is a folder"):
+        export.export_onnx(model, tmp_path / "folder.onnx", SIZE)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_cli_never_exports_over_its_own_checkpoint(model, tmp_path, capsys, monkeypatch):
+    # A checkpoint ends in .pt, as a TorchScript file may: one typo in --out must not replace it.
+    _no_model_loading(monkeypatch)
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"my weights")
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(checkpoint)]
+    assert main([*argv, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is also one of this command's inputs" in err, err
+    assert checkpoint.read_bytes() == b"my weights"

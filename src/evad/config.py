@@ -15,8 +15,10 @@ and the command line adds ``train.epochs=3 model.keep_rate=0.6 data.classes=[1,2
 read as YAML, except that a string setting (a path, a template, ``output_dir``) takes its text as
 written. Every key and value is checked against the dataclass fields: an unknown key or a
 value of the wrong type is a `UserError` naming the file (or "command line"), the dotted key and,
-for a misspelt key, the close matches. `num_classes` is not a config value: it comes from the
-dataset (`data.classes` picks a subset).
+for a misspelt key, the close matches. A file must be UTF-8 text (an empty one is logged as a
+warning), and a key given twice in one mapping is refused with its line (YAML would keep the
+last). `num_classes` is not a config value: it comes from the dataset (`data.classes` picks a
+subset).
 
 Example:
     >>> cfg = load_config("configs/ava_vit-b_16x4_kr0.7.yaml", ["train.epochs=1"])  # doctest: +SKIP
@@ -29,7 +31,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +47,8 @@ from evad.data.config import DATA_FORMATS, DataConfig
 from evad.errors import UserError
 from evad.fileio import write_atomically
 from evad.models.factory import PRESETS, ModelConfig, get_config
+
+logger = logging.getLogger(__name__)
 
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -376,20 +382,92 @@ def _check_value(dotted: str, value: Any, source: str) -> Any:
 # Files and overrides
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping (lines count from 1)."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line} (first on line {first_line})")
+        self.key = key
+        self.line = line
+        self.first_line = first_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (safe_load keeps the last).
+
+    Keys that a ``<<`` merge brings in may still be overridden, as YAML intends.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping of `node`, or `_DuplicateKey` for the second occurrence of a key.
+
+        Args:
+            node: The mapping node.
+            deep: Whether to construct nested values at once (as `yaml.SafeLoader`).
+        """
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, line, seen[key])
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str) -> Any:
+    """`text` read as YAML with the safe loader, refusing duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # safe: _StrictLoader is a yaml.SafeLoader
+
+
+def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> UserError:
+    """A one-line error naming the file and the line of a YAML problem."""
+    if isinstance(err, _DuplicateKey):
+        return UserError(f"{path}:{err.line}: duplicate key {err.key!r} (first on line {err.first_line})")
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        what = ", ".join(part for part in (err.context, err.problem) if part)
+        start = err.context_mark
+        if start is not None and start.line != err.problem_mark.line:
+            what += f" (from line {start.line + 1})"
+        return UserError(f"{path}:{err.problem_mark.line + 1}: not valid YAML: {what}")
+    if isinstance(err, yaml.reader.ReaderError) and isinstance(err.character, int):
+        line = text.count("\n", 0, err.position) + 1
+        return UserError(f"{path}:{line}: not valid YAML: character #x{err.character:04x}: {err.reason}")
+    return UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}")
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     """The file's mapping with its `_base_` files merged underneath (paths relative to the file)."""
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise UserError(f"{path}: _base_ inheritance loops ({cycle})")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as err:
-        raise UserError(f"{path}: cannot read config: {err.strerror or err}") from None
+        base_of = f" (the _base_ of {chain[-1]})" if chain else ""
+        raise UserError(f"{path}: cannot read config{base_of}: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start}); save the config as UTF-8"
+        ) from None
+    try:
+        data = _load_yaml(text)
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    if data is None:
+        raise _yaml_error(path, text, err) from None
+    if data is None:  # nothing but blanks and comments: allowed, but later errors would hide why
+        if os.environ.get("RANK", "0") == "0":  # once per torchrun job
+            logger.warning(
+                "%s: the config file is empty; every setting is the default or from the command line", path
+            )
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
@@ -467,7 +545,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if _is_text(parts) and not quoted and raw.strip() not in ("null", "~"):
         return parts, raw
     try:
-        value = yaml.safe_load(raw)
+        value = _load_yaml(raw)
+    except _DuplicateKey as err:
+        raise UserError(f"{COMMAND_LINE}: the value of {key!r} has the key {err.key!r} twice") from None
     except yaml.YAMLError:
         raise UserError(f"{COMMAND_LINE}: cannot read the value of {key!r} ({raw!r}) as YAML") from None
     return parts, value
@@ -598,8 +678,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         overrides: ``section.key=value`` strings; values are read with `yaml.safe_load`.
 
     Raises:
-        UserError: For an unreadable file, an unknown key or a value of the wrong type or range,
-            naming the file (or "command line") and the dotted key.
+        UserError: For an unreadable or non-UTF-8 file, invalid YAML, a duplicate key, an
+            unknown key or a value of the wrong type or range, naming the file (or "command line"),
+            the line where it applies and the dotted key.
     """
     raw = _read_yaml(resolve_config_path(path), ()) if path is not None else {}
     return _build(apply_overrides(raw, overrides))

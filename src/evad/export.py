@@ -41,8 +41,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
+import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -51,12 +53,15 @@ import torch
 from torch import Tensor, nn
 
 from evad.errors import UserError
-from evad.fileio import write_atomically
+from evad.fileio import check_output_file, write_atomically
 from evad.layers.token_pruning import check_keep_rate
 from evad.models.detector import EVAD, check_input_size
 from evad.ops.boxes import rescale_boxes
 
 FORMATS = ("onnx", "torchscript")
+# The file name extensions each format is written under (any case), and the one of default names.
+EXTENSIONS = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+DEFAULT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 INPUT_NAMES = ("clips", "image_sizes", "target_sizes")
 OUTPUT_NAMES = ("boxes", "person_scores", "action_scores")
 DEFAULT_OPSET = 17
@@ -104,6 +109,76 @@ def check_img_size(model: EVAD, img_size: Sequence[int]) -> tuple[int, int]:
     h, w = (int(v) for v in img_size)
     check_input_size(h, w, model.backbone.patch_size)
     return h, w
+
+
+def check_extension(path: str | Path, fmt: str) -> None:
+    """Refuse a file name whose extension is not one of `EXTENSIONS[fmt]` (in any case).
+
+    Args:
+        path: The file to write.
+        fmt: "onnx" or "torchscript".
+
+    Raises:
+        UserError: Naming the file, its extension and the ones `fmt` is written under.
+        ValueError: For an unknown format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in EXTENSIONS[fmt]:
+        return
+    *first, last = EXTENSIONS[fmt]
+    wanted = f"{fmt} files end in {', '.join(first)} or {last}" if first else f"{fmt} files end in {last}"
+    others = [other for other in FORMATS if other != fmt and suffix in EXTENSIONS[other]]
+    if others:
+        raise UserError(f"{path}: {suffix} is the {others[0]} suffix, but the format is {fmt}; {wanted}")
+    raise UserError(f"{path}: {wanted}, not {suffix}" if suffix else f"{path}: no extension; {wanted}")
+
+
+def check_destination(
+    path: str | Path, fmt: str, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Path:
+    """Refuse, before any work, a file that an export to `fmt` cannot or should not write.
+
+    Checks the extension (`check_extension`), that `path` is not a folder nor one of `inputs` and
+    exists only with `overwrite`, and that its folder exists or can be created and can be written
+    in: a temporary entry is created and removed in the nearest existing folder on the way, which
+    also catches what permission bits do not tell (a read-only file system, /proc). Nothing is
+    left behind.
+
+    Args:
+        path: The file to write.
+        fmt: "onnx" or "torchscript".
+        overwrite: Whether an existing file may be replaced.
+        inputs: The files the export reads (a checkpoint ends in .pt too); never replaced.
+
+    Returns:
+        `path` as a Path.
+
+    Raises:
+        UserError: One line naming `path` and the problem.
+    """
+    path = Path(path)
+    check_extension(path, fmt)
+    check_output_file(path, True, inputs, create_folders=True)  # a folder, an input, the folders on the way
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+    _check_writable(path)
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    """Create and remove a temporary folder in the nearest existing folder on the way to `path`
+    (`check_output_file` has made sure that it is a folder)."""
+    folder = path.parent
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        probe = tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"{path}: cannot write in {folder}: {err.strerror or err}") from None
+    os.rmdir(probe)
 
 
 def example_inputs(
@@ -157,7 +232,8 @@ def export_onnx(
 
     Raises:
         ValueError: For a bad size, keep rate, batch size or opset.
-        UserError: If the onnx package is not installed.
+        UserError: If the onnx package is not installed, or `path` cannot be written (checked
+            before the export): a folder, a missing or read-only folder.
     """
     onnx = _require("onnx")
     if not OPSET_RANGE[0] <= opset <= OPSET_RANGE[1]:
@@ -169,6 +245,7 @@ def export_onnx(
             "export to TorchScript instead"
         )
     module, inputs = _prepare(model, img_size, keep_rate, batch_size, size_inputs)
+    _check_folder(path)
     info = _metadata(module, inputs, "onnx", metadata) | {"opset": opset}
 
     def write(tmp: str) -> None:
@@ -210,8 +287,13 @@ def export_torchscript(
 
     Returns:
         The metadata stored in the file.
+
+    Raises:
+        ValueError: For a bad size, keep rate or batch size.
+        UserError: If `path` cannot be written (checked before the trace).
     """
     module, inputs = _prepare(model, img_size, keep_rate, batch_size, size_inputs)
+    _check_folder(path)
     info = _metadata(module, inputs, "torchscript", metadata)
     extra = {f"{METADATA_KEY}.json": json.dumps(info)}
     # Saved without requires_grad, so that the loaded module's outputs are plain tensors
@@ -240,6 +322,13 @@ def run_exported(path: str | Path, fmt: str, inputs: Sequence[Tensor]) -> tuple[
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = {name: x.detach().cpu().numpy() for name, x in zip(INPUT_NAMES, inputs, strict=False)}
     return tuple(torch.from_numpy(y) for y in session.run(list(OUTPUT_NAMES), feed))
+
+
+def _check_folder(path: str | Path) -> None:
+    """Before the trace: `path` is no folder, and its folder exists and can be written in."""
+    path = Path(path)
+    check_output_file(path, overwrite=True)
+    _check_writable(path)
 
 
 def _prepare(

@@ -15,8 +15,6 @@ from evad.fileio import make_dirs
 if TYPE_CHECKING:
     from evad.inference.pretrained import LoadedModel
 
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -45,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch", type=positive(int), default=1, help="clips per call (default 1)")
     parser.add_argument(
-        "--out", help="file to write (default: evad_HxW_krRHO.onnx or evad_HxW_krRHO.torchscript.pt)"
+        "--out",
+        help="file to write: .onnx for onnx, .pt, .pth or .ts for torchscript "
+        "(default: evad_HxW_krRHO.onnx or evad_HxW_krRHO.torchscript.pt)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     parser.add_argument("--opset", type=int, help="ONNX opset, 16 to 20 (default 17)")
@@ -55,11 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="take clips only (unpadded; boxes in clip pixels) instead of clips, image_sizes, target_sizes",
     )
     parser.set_defaults(func=run)
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
@@ -78,13 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
-    if args.out is not None:  # fail before loading a model
-        _refuse_existing(Path(args.out), args.overwrite)
-        for other, suffix in SUFFIXES.items():
-            if other != args.format and args.out.endswith(suffix):
-                raise UserError(
-                    f"--out {args.out}: {suffix} is the {other} suffix, but --format is {args.format}"
-                )
+    if args.out is not None:  # fail before loading a model: extension, existing file, folder
+        export.check_destination(args.out, args.format, args.overwrite, (args.checkpoint, args.labelmap))
     loaded = _load(args)
     model = loaded.model.eval()
     try:
@@ -96,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         h, w = export.check_img_size(model, size)
     except ValueError as err:
         raise UserError(f"--img-size {size[0]} {size[1]}: {err}") from None
-    path = Path(args.out or f"evad_{h}x{w}_kr{rho:g}{SUFFIXES[args.format]}")
-    _refuse_existing(path, args.overwrite)
+    path = Path(args.out or f"evad_{h}x{w}_kr{rho:g}{export.DEFAULT_SUFFIXES[args.format]}")
+    # Again: for a default name, and the folder may have changed while the model loaded.
+    export.check_destination(path, args.format, args.overwrite, (args.checkpoint, args.labelmap))
     make_dirs(path.parent)
 
     metadata = {
