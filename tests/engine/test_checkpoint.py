@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, weights_only loading, refusal of foreign files, RNG states."""
 
+import io
 import os
 import pickle
 import random
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from evad.cli import main
 from evad.config import load_config
 from evad.engine import checkpoint as ckpt
 from evad.engine.optim import build_optimizer, build_scheduler
@@ -81,23 +83,61 @@ class Evil:
         return (print, ("code ran",))
 
 
+class CallsGetcwd:
+    """Pickled as a call of posix.getcwd (a module torch's safe unpickler blocks by name)."""
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def _torch_saved(value) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _truncated_checkpoint() -> bytes:
+    data = _torch_saved({"format": ckpt.FORMAT, "model": {"w": torch.ones(1000)}})
+    return data[: len(data) // 2]
+
+
 @pytest.mark.parametrize(
-    ("content", "match"),
+    ("content", "message"),
     [
-        (b"", "not a readable checkpoint"),
-        (b"this is not a checkpoint", "not a readable checkpoint"),
-        (pickle.dumps({"model": Evil()}, protocol=2), "not a readable checkpoint"),
+        (b"", "not a readable checkpoint (an empty file)"),
+        (b"this is not a checkpoint", "not a readable checkpoint (not a PyTorch or safetensors file)"),
+        (pickle.dumps({"model": Evil()}, protocol=2), "refused: unpickling it would call print"),
+        (_torch_saved({"model": CallsGetcwd()}), "refused: unpickling it would call posix.getcwd"),
+        (_truncated_checkpoint(), "not a readable checkpoint (truncated or corrupt)"),
     ],
-    ids=["empty", "text", "pickled-code"],
+    ids=["empty", "text", "pickled-code", "blocked-module", "truncated"],
 )
-def test_garbage_files_are_refused(tmp_path, content, match):
+def test_garbage_files_are_refused(tmp_path, content, message):
+    """The same short line as `evad convert` gives (evad.weights.reading.load_torch_file)."""
     path = tmp_path / "bad.pt"
     path.write_bytes(content)
-    with pytest.raises(UserError, match=match) as err:
+    with pytest.raises(UserError) as err:
         ckpt.load_checkpoint(path)
-    message = str(err.value)
-    assert str(path) in message and "\n" not in message
-    assert "weights_only" not in message  # no advice to unpickle the file anyway
+    text = str(err.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and len(text) < len(str(path)) + 150
+    assert "False" not in text and "arbitrary code" not in text  # no advice to unpickle anyway
+
+
+def test_a_train_output_folder_names_the_checkpoints_to_pass(tmp_path, capsys):
+    run = tmp_path / "run1"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {preset: tiny}\n")
+    ckpt.save_checkpoint(run / "last.pt", {"model": {"w": torch.ones(1)}})
+    with pytest.raises(UserError) as err:
+        ckpt.load_checkpoint(run)
+    assert str(err.value) == f"{run} is an evad train output folder; pass {run / 'last.pt'}"
+    ckpt.save_checkpoint(run / "best.pt", {"model": {"w": torch.ones(1)}})
+    expected = (
+        f"evad: error: {run} is an evad train output folder; pass {run / 'best.pt'} or {run / 'last.pt'}\n"
+    )
+    for args in (["eval"], ["eval", "--config", str(run / "config.yaml")], ["export"]):
+        assert main([*args, "--checkpoint", str(run)]) == 2
+        assert capsys.readouterr().err == expected
 
 
 def test_foreign_torch_files_are_refused(tmp_path):

@@ -93,3 +93,23 @@ def test_create_model_names_the_settings_that_differ_from_the_stored_ones(caplog
     [record] = caplog.records
     assert "keep_rate 0.7 -> 0.5, roi_extend (0.4, 0.2) -> (0.0, 0.0)" in record.getMessage()
     assert "load_detector" in record.getMessage() and "fused_attention" not in record.getMessage()
+
+
+def test_a_train_output_folder_or_a_backbone_is_not_a_detector(tmp_path):
+    """`evad detect --checkpoint RUN` names the files to pass; backbone weights say what they are for."""
+    run = tmp_path / "run1"
+    run.mkdir()
+    _train_checkpoint(run / "best.pt")
+    (run / "config.yaml").write_text("model: {preset: tiny}\n")
+    with pytest.raises(UserError) as err:
+        load_detector(run)
+    assert str(err.value) == f"{run} is an evad train output folder; pass {run / 'best.pt'}"
+
+    from evad.weights import convert_checkpoint
+
+    torch.save(evad.create_model("tiny").backbone.state_dict(), tmp_path / "videomae.pth")
+    convert_checkpoint(tmp_path / "videomae.pth", tmp_path / "backbone")
+    with pytest.raises(
+        UserError, match=r"backbone: holds only a backbone .*, not a detector: .*model\.pretrained="
+    ):
+        load_detector(tmp_path / "backbone")

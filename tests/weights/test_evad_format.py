@@ -128,5 +128,58 @@ def test_create_model_and_training_read_the_weights(tmp_path, best_pt):
     assert not report.missing and not report.ignored
     assert "another class count" in report.summary()
 
-    with pytest.raises(UserError, match=r"has shape .*stores its own model settings: .*load_detector\("):
+    with pytest.raises(
+        UserError, match=r"has shape .*stores its own model settings: .*load_detector\("
+    ) as err:
         evad.create_model("tiny", num_classes=3, embed_dim=96, pretrained=weights)
+    assert "pass it as --checkpoint to evad eval / evad detect" in str(err.value)  # what a CLI user does
+
+
+def _videomae_backbone(path: Path, **settings) -> Path:
+    """A VideoMAE-layout file holding a backbone only (what pre-training publishes)."""
+    torch.save({"model": evad.create_model("tiny", **settings).backbone.state_dict()}, path)
+    return path
+
+
+def test_the_stored_preset_is_named_only_for_its_architecture(tmp_path, best_pt):
+    """A 2-block backbone completed by vit-b's detector settings is not "vit-b": it is "custom"."""
+    assert main(["convert", str(best_pt), str(tmp_path / "w")]) == 0
+    assert json.loads((tmp_path / "w" / CONFIG_FILE).read_text())["model"]["preset"] == "tiny"
+    assert main(["convert", str(_videomae_backbone(tmp_path / "t.pth")), str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / CONFIG_FILE).read_text())["model"]["preset"] == "tiny"
+
+    shallow = _videomae_backbone(
+        tmp_path / "shallow.pth", depth=2, prune_layers=(1,), tap_layers=(0, 0, 1, 1)
+    )
+    assert main(["convert", str(shallow), str(tmp_path / "s")]) == 0
+    info = json.loads((tmp_path / "s" / CONFIG_FILE).read_text())
+    assert info["model"]["preset"] == "custom"
+    assert (info["model"]["embed_dim"], info["model"]["depth"]) == (64, 2)
+    vit = evad.create_model("tiny", depth=2, prune_layers=(1,), tap_layers=(0, 0, 1, 1))
+    load_pretrained(vit, tmp_path / "s")  # a custom folder reads back
+    assert main(["convert", str(tmp_path / "s"), str(tmp_path / "s2")]) == 0  # and converts again
+    assert json.loads((tmp_path / "s2" / CONFIG_FILE).read_text())["model"]["preset"] == "custom"
+
+
+def test_backbone_weights_say_they_cannot_detect(tmp_path, capsys):
+    weights = tmp_path / "backbone"
+    assert main(["convert", str(_videomae_backbone(tmp_path / "vit.pth")), str(weights)]) == 0
+    assert f"start training from them with model.pretrained={weights}" in capsys.readouterr().out
+    expected = (
+        f"{weights}: holds only a backbone (56 tensors), not a detector: it is meant for model.pretrained="
+    )
+    video = write_video(tmp_path / "a.mp4")
+    config = tmp_path / "eval.yaml"
+    config.write_text("data: {format: ava}\n")
+    for args in (
+        ["detect", str(video), "--checkpoint", str(weights), "--out", str(tmp_path / "det")],
+        ["eval", "--checkpoint", str(weights), "--config", str(config)],
+        ["export", "--checkpoint", str(weights)],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"evad: error: {expected}") and err.count("\n") == 1
+    # For training, a backbone of another size says which backbone it is.
+    with pytest.raises(UserError, match=r"holds only a backbone of embed_dim 64, depth 4, num_heads 2"):
+        evad.create_model("vit-s", pretrained=weights)
+    evad.create_model("tiny", pretrained=weights)  # what it is for

@@ -1,7 +1,9 @@
 """Reading weights safely: no pickled code runs, and every bad input is one line with exit code 2."""
 
 import argparse
+import os
 import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,36 @@ def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys, pickled_by)
     with pytest.raises(UserError, match="refused"):
         evad.create_model("tiny", pretrained=path)
     assert not marker.exists()
+
+
+class CallsGetcwd:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_every_command_words_a_refused_or_damaged_file_alike(tmp_path, capsys):
+    """convert, eval, detect, export and train --resume all read through load_torch_file."""
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": CallsGetcwd()}, evil)  # a module torch blocks by name: posix
+    script = tmp_path / "model.ts.pt"
+    with warnings.catch_warnings():  # TorchScript is deprecated; evad export may still write it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), script)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model: {{preset: tiny}}\noutput_dir: {tmp_path / 'run'}\n")
+    for path, message in (
+        (evil, "refused: unpickling it would call posix.getcwd; evad reads only tensors and plain values"),
+        (script, "a TorchScript model (e.g. from evad export), not a checkpoint of weights"),
+    ):
+        assert f"{path}: {message}" in convert_error(capsys, path)
+        for args in (
+            ["eval", "--checkpoint", str(path)],
+            ["export", "--checkpoint", str(path)],
+            ["train", "--config", str(config), "--resume", str(path)],
+        ):
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"evad: error: {path}: {message}") and err.count("\n") == 1
 
 
 def test_plain_values_beside_the_weights_are_read(tmp_path):

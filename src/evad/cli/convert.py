@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evad.weights import convert_checkpoint
+    from evad.weights.evad_format import holds_detector
 
     result = convert_checkpoint(
         args.src,
@@ -70,4 +71,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.dst}/ (embed_dim {cfg.embed_dim}, depth {cfg.depth}, {cfg.num_classes} classes, "
         f"keep rate {cfg.keep_rate:g})"
     )
+    if not holds_detector(result.report.loaded):
+        print(
+            f"these are backbone weights, not a detector: start training from them with "
+            f"model.pretrained={result.dst}; evad detect and evad eval need a trained detector"
+        )
     return 0

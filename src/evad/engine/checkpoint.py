@@ -21,8 +21,6 @@ and ``config.json``, see `evad.weights.evad_format`): the model and its classes,
 from __future__ import annotations
 
 import random
-import re
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -51,43 +49,33 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read an evad checkpoint on the CPU with `weights_only=True`, or evad weights.
 
     Evad weights (a folder or a ``.safetensors`` file with ``config.json`` beside it) come back in
-    the same layout with the model section of the config only and ``partial_config`` set.
+    the same layout with the model section of the config only and ``partial_config`` set. Files
+    are read by `evad.weights.reading.load_torch_file`, so every command words a refused or
+    damaged file alike.
+
+    Args:
+        path: A ``best.pt`` / ``last.pt`` of `evad train`, or an evad weights folder.
 
     Raises:
         UserError: If the file cannot be read, is not a torch file, holds anything but tensors
-            and plain containers, or is not an evad checkpoint (naming the file).
+            and plain containers, or is not an evad checkpoint; if `path` is an `evad train`
+            output folder or evad weights of a backbone only (naming the file).
     """
+    from evad.weights.reading import load_torch_file, read_checkpoint
+
     path = Path(path)
     if path.exists() and (path.is_dir() or path.suffix == ".safetensors"):
         from evad.weights.evad_format import as_training_checkpoint
-        from evad.weights.reading import read_checkpoint
 
         return as_training_checkpoint(read_checkpoint(path))
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
-    try:
-        with warnings.catch_warnings():  # e.g. about the pickle protocol of a foreign file
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as err:
-        raise UserError(f"{path}: cannot read checkpoint: {err.strerror or err}") from None
-    except Exception as err:  # any corrupt or foreign file: zip, pickle or weights_only errors
-        raise UserError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
+    state = load_torch_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise UserError(
             f"{path}: not an evad checkpoint (expected a dict with format {FORMAT!r} and 'model')"
         )
     return state
-
-
-def _load_failure(err: Exception) -> str:
-    """What went wrong in `torch.load`, in one line, without its advice to unpickle anyway."""
-    text = str(err).strip()
-    refused = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
-    if refused:  # garbage, or objects other than tensors and plain containers
-        detail = " ".join(refused.group(1).split())
-        return f"not tensors and plain containers: {detail}; nothing was unpickled"
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:

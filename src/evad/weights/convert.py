@@ -11,7 +11,11 @@ comes from
 - VideoMAE files: the tensor shapes (and a Hugging Face ``config.json``), with the rest of the
   detector from the preset ``model`` (default: the preset of the same width and depth). Only the
   converted tensors are written (backbone, and decoder blocks from pre-training); the rest of the
-  detector starts from its initialisation when these weights are loaded.
+  detector starts from its initialisation when these weights are loaded. Such weights start a
+  training run (``model.pretrained``); they cannot detect.
+
+``config.json`` names the preset only when the model has its architecture, else ``"custom"``
+(`evad.weights.evad_format.preset_of`).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ class ConvertResult:
 @dataclass
 class _Target:
     config: ModelConfig
-    preset: str
+    preset: str | None  # the preset it starts from; stored only if it has its architecture
     classes: dict[str, list] | None = None
     test_short_side: int | None = None
     notes: list[str] | None = None
@@ -69,7 +73,7 @@ def _official_target(ckpt: Checkpoint, official_config: str | Path | None) -> _T
             "config they were trained with (keep rates, w_kf and head sizes are not in the tensors)"
         )
     cfg = official.model
-    preset = nearest_preset(cfg.embed_dim, cfg.depth) or "vit-b"
+    preset = nearest_preset(cfg.embed_dim, cfg.depth)
     return _Target(cfg, preset, None, official.test_short_side, official.notes)
 
 
@@ -104,9 +108,7 @@ def _target(
     elif ckpt.evad_info is not None:
         info: dict[str, Any] = ckpt.evad_info
         cfg = model_config_from_info(info, str(ckpt.path))
-        target = _Target(
-            cfg, info["model"].get("preset", "vit-b"), info.get("classes"), info.get("test_short_side")
-        )
+        target = _Target(cfg, info["model"].get("preset"), info.get("classes"), info.get("test_short_side"))
     else:
         return _inferred_target(ckpt, converted, model, num_classes)
     if num_classes is not None and num_classes != target.config.num_classes:

@@ -8,10 +8,16 @@ never unpickles anything: the tensors are safetensors and the description is JSO
       model.safetensors   tensors under evad's parameter names (possibly a subset, e.g. a backbone)
       config.json         {"format": "evad-weights", "version": 1,
                            "num_classes": 80,
-                           "model": {"preset": "vit-b", ...every ModelConfig field...},
+                           "model": {"preset": "vit-b" or "custom", ...every ModelConfig field...},
                            "classes": {"ids": [1, ...], "names": ["bend/bow (at the waist)", ...]} or null,
                            "test_short_side": 288 or null,
                            "source": {"path": "...", "layout": "evad-official"}}
+
+``preset`` names the preset whose architecture the weights have (`ARCHITECTURE` fields equal; other
+settings such as the keep rate may differ), else it is ``"custom"``: the fields alone describe the
+model. Weights converted from a VideoMAE checkpoint hold a backbone only (``backbone.*``, perhaps
+decoder blocks from pre-training): they start a training run (``model.pretrained``) and cannot
+detect.
 
 The folder is written next to its final place and renamed into it, so an interrupted write never
 leaves a half-written folder behind; an existing folder is only replaced with ``overwrite``.
@@ -23,6 +29,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +37,60 @@ from torch import Tensor
 
 from evad.errors import UserError
 from evad.fileio import folder_entries, make_dirs
-from evad.models.factory import ModelConfig
-from evad.weights.reading import CONFIG_FILE, EVAD_FORMAT, Checkpoint
+from evad.models.factory import PRESETS, ModelConfig
+from evad.weights.reading import CONFIG_FILE, EVAD_FORMAT, Checkpoint, train_output_files
 
 VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
+CUSTOM = "custom"
+# ModelConfig fields that make the architecture: the tensors' shapes and the attention heads.
+ARCHITECTURE = (
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+    "patch_size",
+    "tubelet_size",
+    "fpn_dim",
+    "num_queries",
+    "num_stages",
+    "loc_heads",
+    "loc_feedforward",
+    "dim_dynamic",
+    "pooler_resolution",
+    "cls_layers",
+    "reg_layers",
+    "action_head",
+    "decoder_dim",
+    "decoder_depth",
+    "decoder_heads",
+    "decoder_mlp_ratio",
+    "act_dim",
+    "act_layers",
+    "actor_pooler_resolution",
+)
+
+
+def preset_of(cfg: ModelConfig, preset: str | None) -> str:
+    """`preset` if `cfg` has its architecture (the `ARCHITECTURE` fields), else `CUSTOM`.
+
+    Args:
+        cfg: The model the weights belong to.
+        preset: The preset it was built from, if any.
+    """
+    if preset is None or preset not in PRESETS:
+        return CUSTOM
+    base = PRESETS[preset]
+    return CUSTOM if any(getattr(base, name) != getattr(cfg, name) for name in ARCHITECTURE) else preset
+
+
+def model_section(info: dict[str, Any]) -> Any:
+    """The ``model`` mapping of a ``config.json`` as a config's model section (no ``custom`` preset:
+    its fields describe the whole model)."""
+    model = info.get("model")
+    if isinstance(model, dict) and model.get("preset") in (CUSTOM, None):
+        return {k: v for k, v in model.items() if k != "preset"}
+    return model
 
 
 def info_for(
@@ -42,16 +98,25 @@ def info_for(
     classes: dict[str, list] | None = None,
     test_short_side: int | None = None,
     source: dict[str, str] | None = None,
-    preset: str = "vit-b",
+    preset: str | None = None,
 ) -> dict[str, Any]:
-    """The ``config.json`` content describing weights of the model `cfg`."""
+    """The ``config.json`` content describing weights of the model `cfg`.
+
+    Args:
+        cfg: The model.
+        classes: ``{"ids": [...], "names": [...]}`` of its action outputs, if known.
+        test_short_side: The input short side it was evaluated at, if known.
+        source: Where the weights came from (``path`` and ``layout``).
+        preset: The preset `cfg` was built from; stored only if `cfg` has its architecture
+            (`preset_of`), else ``"custom"``.
+    """
     fields = dataclasses.asdict(cfg)  # tuples become JSON lists when written
     num_classes = fields.pop("num_classes")
     return {
         "format": EVAD_FORMAT,
         "version": VERSION,
         "num_classes": num_classes,
-        "model": {"preset": preset, **fields},
+        "model": {"preset": preset_of(cfg, preset), **fields},
         "classes": classes,
         "test_short_side": test_short_side,
         "source": source,
@@ -68,7 +133,7 @@ def model_config_from_info(info: dict[str, Any], source: str) -> ModelConfig:
     num_classes = info.get("num_classes")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise UserError(f"{source}: num_classes must be a positive integer, got {num_classes!r}")
-    model = info.get("model")
+    model = model_section(info)
     if not isinstance(model, dict):
         raise UserError(f"{source}: 'model' must be a mapping of ModelConfig fields")
     return config_from_dict({"model": model}, source).model.model_config(num_classes)
@@ -86,20 +151,34 @@ def class_list(info: dict[str, Any], num_classes: int, source: str) -> tuple[lis
     return ids, names
 
 
+def holds_detector(names: Iterable[str]) -> bool:
+    """Whether evad tensor `names` (or a name -> tensor mapping) are a whole detector's, not a
+    backbone's (with perhaps the decoder blocks of VideoMAE pre-training)."""
+    return any(name.startswith("localization.") for name in names)
+
+
 def as_training_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
     """Evad weights in the layout `evad.engine.checkpoint.load_checkpoint` returns for `best.pt`.
 
     The stored config holds the model section only (plus the test short side when known), and
     ``partial_config`` tells `evad eval` that data settings must come from ``--config``.
+
+    Raises:
+        UserError: If `ckpt` is not evad weights, or holds a backbone only (naming the file).
     """
     if ckpt.evad_info is None:
         raise UserError(
             f"{ckpt.path}: not evad weights (no config.json with format {EVAD_FORMAT!r} beside it)"
         )
+    if not holds_detector(ckpt.tensors):
+        raise UserError(
+            f"{ckpt.path}: holds only a backbone ({len(ckpt.tensors)} tensors), not a detector: it is "
+            f"meant for model.pretrained={ckpt.path} when training, not for detection or evaluation"
+        )
     source = str(ckpt.path)
     cfg = model_config_from_info(ckpt.evad_info, source)
     class_ids, class_names = class_list(ckpt.evad_info, cfg.num_classes, source)
-    config: dict[str, Any] = {"model": ckpt.evad_info["model"]}
+    config: dict[str, Any] = {"model": model_section(ckpt.evad_info)}
     if ckpt.evad_info.get("test_short_side"):
         config["data"] = {"test_short_side": int(ckpt.evad_info["test_short_side"])}
     dataset = {"num_classes": cfg.num_classes, "class_ids": class_ids, "class_names": class_names}
@@ -113,8 +192,11 @@ def as_training_checkpoint(ckpt: Checkpoint) -> dict[str, Any]:
 
 
 def is_weights_path(path: str | Path) -> bool:
-    """Whether `path` names evad weights by its form (a folder or a ``.safetensors`` file)."""
+    """Whether `path` names evad weights by its form (a folder or a ``.safetensors`` file); an
+    `evad train` output folder (``best.pt``, ``last.pt``, no ``config.json``) does not."""
     path = Path(path)
+    if train_output_files(path):
+        return False  # reading it says which file to pass
     return path.is_dir() or path.suffix == ".safetensors"
 
 

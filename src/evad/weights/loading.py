@@ -28,10 +28,10 @@ from evad.errors import UserError
 from evad.models.factory import ModelConfig, build_backbone
 from evad.models.vit import VideoViT
 from evad.weights.architecture import infer_model_config
-from evad.weights.evad_format import model_config_from_info
+from evad.weights.evad_format import holds_detector, model_config_from_info
 from evad.weights.official import official_to_evad
 from evad.weights.official_config import parse_official_config
-from evad.weights.reading import Checkpoint, Converted, read_checkpoint
+from evad.weights.reading import CONFIG_FILE, Checkpoint, Converted, read_checkpoint
 from evad.weights.videomae import hf_backbone_fields, hf_notes, hf_to_evad, videomae_to_evad
 
 logger = logging.getLogger(__name__)
@@ -231,6 +231,20 @@ def differing_settings(stored: ModelConfig, used: ModelConfig) -> list[str]:
     ]
 
 
+def _stored_model_hint(ckpt: Checkpoint) -> str:
+    """What to do with evad weights whose model differs from the one they are loaded into."""
+    if not holds_detector(ckpt.tensors):
+        stored = model_config_from_info(ckpt.evad_info or {}, str(ckpt.path))
+        return (
+            f"it holds only a backbone of embed_dim {stored.embed_dim}, depth {stored.depth}, num_heads "
+            f"{stored.num_heads} (its {CONFIG_FILE} lists every setting): train a model with that backbone"
+        )
+    return (
+        "it stores its own model settings: pass it as --checkpoint to evad eval / evad detect (in Python: "
+        f"evad.inference.load_detector({str(ckpt.path)!r})), which build the model it fits"
+    )
+
+
 def load_pretrained(
     model: nn.Module, path: str | Path, layout: str = "auto", config: ModelConfig | None = None
 ) -> LoadReport:
@@ -258,19 +272,15 @@ def load_pretrained(
     except ShapeMismatch as err:
         if ckpt.evad_info is None:
             raise
-        raise ShapeMismatch(
-            f"{err}; it stores its own model settings: evad.inference.load_detector({str(ckpt.path)!r}) "
-            "builds the model it fits"
-        ) from None
+        raise ShapeMismatch(f"{err}; {_stored_model_hint(ckpt)}") from None
     if config is not None and ckpt.evad_info is not None:
         differing = differing_settings(model_config_from_info(ckpt.evad_info, str(ckpt.path)), config)
         if differing:
             logger.warning(
-                "%s: the model is built with other settings than the ones stored with these weights "
-                "(%s); evad.inference.load_detector(%r) builds the stored model",
+                "%s: the model is built with other settings than the ones stored with these weights (%s)%s",
                 ckpt.path,
                 ", ".join(differing),
-                str(ckpt.path),
+                f"; {_stored_model_hint(ckpt)}" if holds_detector(ckpt.tensors) else "",
             )
     return report
 

@@ -133,24 +133,42 @@ def load_torch_file(path: Path) -> Any:
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_allowed_globals()):
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
     except Exception as err:  # a refused global, a truncated zip, or a damaged pickle
-        text = str(err)
-        refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if refused or "Weights only load failed" in text:
-            what = (
-                f"would call {refused.group(1)}" if refused else "uses pickle instructions beyond plain data"
-            )
-            raise UserError(
-                f"{path}: refused: unpickling it {what}; evad reads only tensors and plain values "
-                "(torch.load with weights_only=True)"
-            ) from None
-        if kind == "zip" or isinstance(err, EOFError):
-            raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt)") from None
-        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from None
+        raise UserError(f"{path}: {_torch_load_failure(err, kind)}") from None
+
+
+def _torch_load_failure(err: Exception, kind: str = "other") -> str:
+    """What went wrong in ``torch.load(weights_only=True)``, in one line, for a message naming the file.
+
+    PyTorch's own text advises loading with ``weights_only=False``, which would run whatever code
+    the file holds; none of it is passed on.
+
+    Args:
+        err: The exception `torch.load` raised.
+        kind: What `_file_kind` made of the file ("zip", "pickle", ...).
+
+    Returns:
+        E.g. "refused: unpickling it would call posix.system; ..." or "not a readable checkpoint
+        (truncated or corrupt)".
+    """
+    text = str(err)
+    if "Weights only load failed" in text:  # a global it may not create, or another instruction
+        refused = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"would call {refused.group(1)}" if refused else "uses pickle instructions beyond plain data"
+        return (
+            f"refused: unpickling it {what}; evad reads only tensors and plain values "
+            "(torch.load with weights_only=True)"
+        )
+    if "TorchScript" in text:
+        return "a TorchScript model (e.g. from evad export), not a checkpoint of weights"
+    if kind == "zip" or isinstance(err, EOFError):
+        return "not a readable checkpoint (truncated or corrupt)"
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"not a readable checkpoint ({first})"
 
 
 def load_safetensors(path: Path) -> dict[str, Tensor]:
@@ -214,7 +232,27 @@ def state_dict_of(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, An
     return tensors, dict(top)
 
 
+def train_output_files(path: Path) -> list[Path]:
+    """The checkpoints in `path` if it is an `evad train` output folder (no ``config.json``, but
+    ``best.pt`` or ``last.pt``), else []."""
+    if not path.is_dir() or (path / CONFIG_FILE).exists():
+        return []
+    return [path / name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+
+
+def check_not_train_output(path: Path) -> None:
+    """Refuse an `evad train` output folder given where a checkpoint or weights folder belongs.
+
+    Raises:
+        UserError: Naming the checkpoints inside to pass instead.
+    """
+    files = train_output_files(path)
+    if files:
+        raise UserError(f"{path} is an evad train output folder; pass {' or '.join(map(str, files))}")
+
+
 def _read_folder(path: Path) -> Checkpoint:
+    check_not_train_output(path)
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise UserError(
@@ -291,8 +329,9 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     """Read weights from a file or folder without running code.
 
     Raises:
-        UserError: For a missing, unreadable, truncated or foreign file, or one that asks to run
-            code, in one line naming the file.
+        UserError: For a missing, unreadable, truncated or foreign file, one that asks to run
+            code, or an `evad train` output folder (naming its checkpoints), in one line naming
+            the file.
     """
     path = Path(path)
     if not path.exists():
