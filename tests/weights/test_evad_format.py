@@ -174,6 +174,7 @@ def test_backbone_weights_say_they_cannot_detect(tmp_path, capsys):
     for args in (
         ["detect", str(video), "--checkpoint", str(weights), "--out", str(tmp_path / "det")],
         ["eval", "--checkpoint", str(weights), "--config", str(config)],
+        ["eval", "--checkpoint", str(weights)],  # before asking for the data settings
         ["export", "--checkpoint", str(weights)],
     ):
         assert main(args) == 2

@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.keep_rate is not None and not 0 < args.keep_rate <= 1:
         raise UserError(f"--keep-rate must be in (0, 1], got {args.keep_rate}")
     if args.config is None and is_weights_path(args.checkpoint):
+        from evad.engine.checkpoint import load_checkpoint
+
+        load_checkpoint(args.checkpoint)  # weights that cannot detect at all say so first
         raise UserError(f"{args.checkpoint}: evad weights store no data settings; pass --config")
     logging.basicConfig(level=logging.INFO, format="evad: %(message)s", stream=sys.stderr)
     summary = evaluate_checkpoint(

@@ -512,7 +512,9 @@ def _checkpoint_settings(
     if stored is not None:
         model_section = config_from_dict(stored, str(path)).model
         if model_section != config.model:
-            logger.info("model settings are taken from the checkpoint (preset %s)", model_section.preset)
+            preset = stored.get("model", {}).get("preset")
+            named = f" (preset {preset})" if preset else " (a custom model)"
+            logger.info("model settings are taken from the checkpoint%s", named)
         config.model = model_section
     if keep_rate is None:
         keep_rate = config.eval.keep_rate
