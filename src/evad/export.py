@@ -41,8 +41,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -161,24 +159,8 @@ def check_destination(
     """
     path = Path(path)
     check_extension(path, fmt)
-    check_output_file(path, True, inputs, create_folders=True)  # a folder, an input, the folders on the way
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    _check_writable(path)
+    check_output_file(path, overwrite, inputs, create_folders=True)
     return path
-
-
-def _check_writable(path: Path) -> None:
-    """Create and remove a temporary folder in the nearest existing folder on the way to `path`
-    (`check_output_file` has made sure that it is a folder)."""
-    folder = path.parent
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    try:
-        probe = tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise UserError(f"{path}: cannot write in {folder}: {err.strerror or err}") from None
-    os.rmdir(probe)
 
 
 def example_inputs(
@@ -326,9 +308,7 @@ def run_exported(path: str | Path, fmt: str, inputs: Sequence[Tensor]) -> tuple[
 
 def _check_folder(path: str | Path) -> None:
     """Before the trace: `path` is no folder, and its folder exists and can be written in."""
-    path = Path(path)
     check_output_file(path, overwrite=True)
-    _check_writable(path)
 
 
 def _prepare(

@@ -66,15 +66,17 @@ def check_output_file(
     ):
         raise UserError(f"{path}: is also one of this command's inputs; write the output elsewhere")
     if path.exists() and not overwrite:
-        raise UserError(f"{path} exists; pass --overwrite to replace it")
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
     folder = path.parent
     while create_folders and not folder.exists() and folder.parent != folder:
         folder = folder.parent
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise UserError(f"{path}: {folder} {what}")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"{path}: cannot write in {folder}")
+    try:  # a real try: permission bits do not tell of read-only file systems (or of root)
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise UserError(f"{path}: cannot write in {folder}: {err.strerror or err}") from None
 
 
 def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
