@@ -222,8 +222,8 @@ _HOW_NOT_WHAT = ("fused_attention", "checkpoint_interaction")
 
 
 def differing_settings(stored: ModelConfig, used: ModelConfig) -> list[str]:
-    """ "name stored -> used" for each setting of `used` that differs from `stored` and changes what
-    the model computes."""
+    """The settings of `used` that differ from `stored` and change what the model computes, each as
+    "name stored -> used"."""
     return [
         f"{f.name} {getattr(stored, f.name)!r} -> {getattr(used, f.name)!r}"
         for f in dataclasses.fields(ModelConfig)
