@@ -93,6 +93,26 @@ def test_train_then_eval(tmp_path, config_file, tiny_data, capsys):
     assert json.loads((run / "eval-last-kr0.5" / "metrics.json").read_text())["settings"]["keep_rate"] == 0.5
 
 
+def test_a_relative_data_root_is_stored_absolute(tmp_path, config_file, tiny_data, monkeypatch, capsys):
+    """`evad eval --checkpoint` from another folder reads the data the run trained on."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--config", str(config_file), "--no-progress", "train.max_steps=1", "data.root=synth"]
+    assert main(args) == 0
+    run = tmp_path / "run"
+    assert f"root: {tmp_path / 'synth'}" in (run / "config.yaml").read_text()
+    roots = []
+
+    def build_val_data(config):  # stops the evaluation once it knows where the data is
+        roots.append(config.data.root)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "build_val_data", build_val_data)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    main(["eval", "--checkpoint", str(run / "last.pt"), "--no-progress"])
+    assert roots == [str(tmp_path / "synth")]
+
+
 def test_cli_errors_are_one_line(tmp_path, config_file, capsys):
     assert main(["train", "--config", str(config_file), "train.epohcs=2"]) == 2
     err = capsys.readouterr().err.strip()

@@ -13,7 +13,7 @@ import evad.engine.train as engine
 from evad.config import load_config
 from evad.engine import checkpoint as ckpt
 from evad.engine.optim import build_optimizer, build_scheduler
-from evad.engine.train import TrainData, train, train_one_epoch
+from evad.engine.train import TrainData, train, train_one_epoch, with_absolute_data_root
 from evad.errors import UserError
 from evad.models.factory import build_criterion, build_model, get_config
 from tiny_data import TinyDataset, loader
@@ -59,7 +59,7 @@ def test_train_writes_checkpoints_logs_and_evaluations(tmp_path):
     assert (out / "eval" / "detections.csv").exists() and (out / "eval" / "metrics.json").exists()
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["protocol"]["max_detections_per_keyframe"] == 0  # eval.ava_max_per_keyframe
-    assert load_config(out / "config.yaml") == config
+    assert load_config(out / "config.yaml") == with_absolute_data_root(config)  # data.root made absolute
 
     records = read_log(out)
     kinds = [r["type"] for r in records]
@@ -233,7 +233,7 @@ def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint
     out = tmp_path / "run"
     out.mkdir()
     config = make_config(out, "train.max_steps=1")
-    (out / "config.yaml").write_text(config.to_yaml())
+    (out / "config.yaml").write_text(with_absolute_data_root(config).to_yaml())  # as train writes it
     (out / "log.jsonl").write_text('{"type": "train", "step": 1, "loss": 99.0}\n')
     with pytest.raises(UserError, match=r"stopped before its first last\.pt: pass --resume auto"):
         train(config, data=make_data(), progress=False)  # the same command again: what to do

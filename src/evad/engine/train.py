@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -501,7 +502,8 @@ def train(
     """Train (and evaluate) the model described by `config`.
 
     Args:
-        config: The run's configuration.
+        config: The run's configuration. A relative `data.root` is made absolute against the
+            current folder before config.yaml and the checkpoints store it.
         resume: A checkpoint to continue from, "auto" for `output_dir/last.pt` if it exists, or
             None for a new run.
         overwrite: Start a new run even if `output_dir` holds checkpoints (they are deleted).
@@ -517,6 +519,7 @@ def train(
         UserError: For an output directory with results but neither `resume` nor `overwrite`, or
             an unreadable or mismatching checkpoint.
     """
+    config = with_absolute_data_root(config)
     with raised_alike_by_every_process():
         info = distributed.init_from_env(config.train.device)
     phase = _Phase()
@@ -529,6 +532,13 @@ def train(
         raise
     finally:
         distributed.cleanup(info)
+
+
+def with_absolute_data_root(config: Config) -> Config:
+    """`config` with `data.root` made absolute against the current folder, so that config.yaml and
+    the checkpoints name the data the run read wherever `evad eval` or a resumed run starts."""
+    root = os.path.abspath(config.data.root)
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
 
 
 @dataclass
