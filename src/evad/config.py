@@ -102,6 +102,9 @@ class TrainConfig:
         amp: Mixed precision on CUDA: "none", "bf16" or "fp16" (with a gradient scaler); ignored
             on CPU.
         eval_every: Evaluate every this many epochs (and after the last one).
+        eval_after: Also evaluate after every epoch past this one; None: only as `eval_every`
+            says. The official AVA runs evaluate epochs 5 (`eval_every`), 6, 7, ... 12
+            (TEST_AFTER_EPOCH 5).
         checkpoint_every: Write `last.pt` every this many epochs (and after the last one).
         log_every: Write a `log.jsonl` line every this many optimizer steps.
         seed: Seeds the initial weights and, with the epoch, every epoch's randomness.
@@ -126,6 +129,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     amp: str = "none"
     eval_every: int = 1
+    eval_after: int | None = None
     checkpoint_every: int = 1
     log_every: int = 20
     seed: int = 0
@@ -229,6 +233,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.clip_grad_norm": (lambda v: v is None or v > 0, "a number > 0 or null"),
     "train.amp": (lambda v: v in AMP_MODES, f"one of {', '.join(AMP_MODES)}"),
     "train.eval_every": (lambda v: v >= 1, "an integer >= 1"),
+    "train.eval_after": (lambda v: v is None or v >= 0, "an integer >= 0 or null"),
     "train.checkpoint_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),

@@ -183,3 +183,17 @@ def test_rng_state_round_trip(tmp_path):
     ckpt.set_rng_state(ckpt.load_checkpoint(tmp_path / "r.pt")["rng"])
     got = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+
+
+def test_cuda_rng_of_more_devices_resumes_on_fewer(monkeypatch):
+    """A run saved where 8 GPUs were visible resumes on a 1-GPU machine with device 0's state."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: restored.append(state))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.extend(states))
+    state = ckpt.rng_state()
+    saved = [torch.full((16,), device, dtype=torch.uint8) for device in range(8)]
+    ckpt.set_rng_state({**state, "cuda": saved})  # the layout evad wrote before 2026-11-23
+    ckpt.set_rng_state({**state, "cuda": saved[3]})  # one device's, as now
+    assert [int(s[0]) for s in restored] == [0, 3]

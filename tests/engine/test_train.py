@@ -186,6 +186,35 @@ def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
     assert load_config(out / "config.yaml").train.epochs == 2
 
 
+def test_resuming_with_other_steps_per_epoch_goes_on_at_the_same_point_of_the_schedule(tmp_path, caplog):
+    """2 of 4 epochs done at 4 steps an epoch, then resumed where an epoch is 2 steps (another
+    batch size or number of processes): the rest goes on at step 4 of 8, half-way through the
+    schedule, not at step 8 of 8 where the LR is already cut."""
+    out = tmp_path / "run"
+    schedule = ["train.epochs=4", "train.warmup_fraction=0.25", "train.lr_steps=[0.75]"]
+    train(make_config(out, *schedule, "train.max_steps=8"), data=make_data(), progress=False)
+    halves = TinyDataset(8)
+    with caplog.at_level(logging.INFO, logger="evad"):
+        result = train(
+            make_config(out, *schedule),
+            resume="auto",
+            data=TrainData(halves, loader(halves, 4)),
+            progress=False,
+        )
+    assert result["global_step"] == 12 and "goes on at step 4 of 8" in caplog.text
+    resumed = [r for r in read_log(out) if r["type"] == "train" and r["step"] > 8]
+    assert [r["epoch"] for r in resumed] == [3, 3, 4, 4]
+    assert [r["lr"] for r in resumed] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def test_an_evaluation_that_scores_nan_does_not_block_best_pt(tmp_path, monkeypatch):
+    scores = iter([float("nan"), 0.25])
+    monkeypatch.setattr(engine, "evaluate", lambda *args, **kwargs: {"frame_mAP": next(scores)})
+    result = train(make_config(tmp_path / "run"), data=make_data(tmp_path), progress=False)
+    assert result["best_metric"] == 0.25
+    assert ckpt.load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 2
+
+
 def test_a_failed_evaluation_keeps_the_epoch_and_is_owed_on_resume(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise UserError("frame file x.jpg cannot be decoded")
@@ -423,3 +452,19 @@ def test_train_returns_the_model_for_further_use(tmp_path):
     result = train(make_config(tmp_path / "run", "train.max_steps=1"), data=make_data(), progress=False)
     state = ckpt.load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     assert all(torch.equal(v, state[k]) for k, v in copy.deepcopy(result["model"]).state_dict().items())
+
+
+def test_evaluation_epochs_of_the_configs():
+    def evaluated(train_config):
+        return [e for e in range(1, train_config.epochs + 1) if engine.is_eval_epoch(e, train_config)]
+
+    # As the official AVA runs: EVAL_PERIOD 5, then every epoch after TEST_AFTER_EPOCH 5.
+    assert evaluated(load_config("ava_vit-b_16x4_kr0.7").train) == [5, 6, 7, 8, 9, 10, 11, 12]
+    assert evaluated(load_config(None, ["train.eval_every=5"]).train) == [5, 10]
+    assert evaluated(load_config(None, ["train.eval_every=4", "train.eval_after=9"]).train) == [
+        4,
+        8,
+        10,
+        11,
+        12,
+    ]

@@ -121,7 +121,8 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy, torch CPU and CUDA generator states as tensors and plain values."""
+    """Python, numpy, torch CPU and (this process's device's) CUDA generator states as tensors and
+    plain values."""
     version, internal, gauss = random.getstate()
     name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002 (the global generator's)
     state: dict[str, Any] = {
@@ -136,7 +137,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
     return state
 
 
@@ -149,5 +150,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     legacy = (npy["name"], key, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
     np.random.set_state(legacy)  # noqa: NPY002 (the global generator's)
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list | tuple):  # every visible device's, as evad saved it before 2026-11-23
+        device = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+        cuda = cuda[device] if device < len(cuda) else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)  # the current device's: a resume may see fewer devices

@@ -148,6 +148,18 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def move_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, step: int) -> None:
+    """Put `scheduler` at optimizer step `step` and give its optimizer's groups that step's rates
+    (a resumed optimizer holds the rates of the step it was saved at, under the old schedule)."""
+    scheduler.last_epoch = step
+    rates = [
+        base * factor(step) for factor, base in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)
+    ]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates, strict=True):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports
+
+
 def steps_per_epoch(num_batches: int, accum_steps: int) -> int:
     """Optimizer steps of an epoch of `num_batches` micro-batches (a last partial group counts)."""
     return max(1, math.ceil(num_batches / accum_steps))

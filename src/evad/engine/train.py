@@ -5,8 +5,8 @@ recipes", SPEC section 6).
 with the head x8 groups, the warm-up + step schedule), wraps the model in DistributedDataParallel
 under torchrun, and runs the epochs: gradient accumulation (`accum_steps` micro-batches per
 optimizer step, `no_sync` on all but the last), optional bf16/fp16 autocast on CUDA (fp16 with a
-gradient scaler), optional gradient clipping, evaluation every `eval_every` epochs and after the
-last, and checkpoints (see `evad.engine.checkpoint`).
+gradient scaler), optional gradient clipping, evaluation every `eval_every` epochs, every epoch after
+`eval_after` and after the last, and checkpoints (see `evad.engine.checkpoint`).
 
 Output directory::
 
@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from evad.config import Config
+from evad.config import Config, TrainConfig
 from evad.data.collate import batched
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
@@ -66,7 +66,7 @@ from evad.engine.evaluate import (
     make_postprocess,
     to_float32,
 )
-from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
+from evad.engine.optim import build_optimizer, build_scheduler, move_schedule, steps_per_epoch
 from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
 from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs, remove_stale_temporaries
@@ -127,6 +127,11 @@ def build_data(config: Config) -> TrainData:
             f"{list(train_set.class_ids)}"
         )
     return TrainData(train_set, loader, val_set, val_loader, set_epoch)
+
+
+def is_eval_epoch(epoch: int, tc: TrainConfig) -> bool:
+    """Whether the 1-based `epoch` ends with an evaluation (the last one always does)."""
+    return epoch % tc.eval_every == 0 or (tc.eval_after is not None and epoch > tc.eval_after)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
@@ -328,11 +333,11 @@ RUN_FOLDERS = (
 )
 # Settings a resumed optimizer takes from its checkpoint, whatever the config says.
 OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
-# Settings that move the learning-rate schedule under a resumed run (it counts optimizer steps).
+# Settings that reshape the learning-rate schedule under a resumed run. (Another batch size,
+# accum_steps or number of processes only changes the steps an epoch has: the run goes on at the
+# same point of the schedule.)
 SCHEDULE_SETTINGS = (
     "epochs",
-    "batch_size",
-    "accum_steps",
     "warmup_fraction",
     "warmup_start_factor",
     "lr_steps",
@@ -451,11 +456,10 @@ def _check_resumed_settings(state: dict[str, Any], config: Config, source: Path)
     ]
     if schedule and distributed.is_main_process():
         logger.warning(
-            "%s: %s changed, so the learning-rate schedule is laid out anew: the run goes on from "
-            "step %d, with warm-up and LR cuts at their fractions of the new length",
+            "%s: %s changed, so the learning-rate schedule is laid out anew: the run goes on where "
+            "it stopped, with warm-up and LR cuts at their fractions of the new length",
             source,
             " and ".join(schedule),
-            state.get("global_step", 0),
         )
 
 
@@ -613,7 +617,8 @@ def _train(
         _info(load_pretrained(model, config.model.pretrained).summary())
 
     optimizer = build_optimizer(model, tc.base_lr, tc.weight_decay, tc.head_lr_mult, tc.betas)
-    total_steps = tc.epochs * steps_per_epoch(len(data.train_loader), tc.accum_steps)
+    epoch_steps = steps_per_epoch(len(data.train_loader), tc.accum_steps)
+    total_steps = tc.epochs * epoch_steps
     scheduler = build_scheduler(
         optimizer, total_steps, tc.warmup_fraction, tc.warmup_start_factor, tc.lr_steps, tc.lr_gamma
     )
@@ -639,6 +644,16 @@ def _train(
             resumed_rng = _cut_rng(state.get("epoch_rng"), info, resume_path)
         owed_evaluation = bool(state.get("eval_pending"))
         ckpt.set_rng_state(state["rng"])
+        # Where the schedule goes on: epochs done at this run's steps per epoch, which differ from
+        # the saved run's when the processes, batch size, accum_steps or data changed.
+        position = start_epoch * epoch_steps + math.ceil(skip_batches / tc.accum_steps)
+        if position != global_step:
+            _info(
+                f"{resume_path}: the run stopped after step {global_step}; an epoch is now "
+                f"{epoch_steps} optimizer steps, so the learning-rate schedule goes on at step "
+                f"{position} of {total_steps}, the same point of training"
+            )
+        move_schedule(scheduler, position)
         partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
         _info(f"resumed from {resume_path}: {start_epoch} epochs{partial}, {global_step} steps done")
 
@@ -714,7 +729,7 @@ def _train(
         summary = {k: v for k, v in result.items() if k != "report"}
         run_log.write({"type": "eval", "step": global_step, "epoch": point.epoch_number, **summary})
         _info(f"epoch {point.epoch_number}: frame-mAP {100 * result[METRIC]:.2f}")
-        if best is None or result[METRIC] > best:
+        if not math.isnan(result[METRIC]) and (best is None or result[METRIC] > best):  # NaN: no GT
             best = result[METRIC]
             if info.is_main:
                 ckpt.save_checkpoint(
@@ -779,7 +794,7 @@ def _train(
             cut = f" (cut after {trained} of {num_batches} batches)" if point.epoch_batches else ""
             _info(f"epoch {epoch + 1}/{tc.epochs}{cut}: loss {means.get('loss', float('nan')):.4f}")
 
-            if data.val_loader is not None and ((epoch + 1) % tc.eval_every == 0 or last):
+            if data.val_loader is not None and (last or is_eval_epoch(epoch + 1, tc)):
                 metrics = evaluate_epoch(point)
             if info.is_main and ((epoch + 1) % tc.checkpoint_every == 0 or last):
                 save_last(point)
