@@ -255,8 +255,9 @@ def test_empty_annotations_and_missing_frames_are_named(cfg: DataConfig, synth: 
     # 4-second videos: the keyframe of second 9 is frame 271 of 120.
     text = error(with_rows(cfg, tmp_path, ["synth_0000,9,0.1,0.2,0.5,0.6,1,0"]))
     assert text == f"missing frame file {synth / 'frames' / 'synth_0000' / 'synth_0000_000271.jpg'}"
-    text = error(with_rows(cfg, tmp_path, ["synth_0000,2,0.1,0.2,0.5,0.6,1,0"], timestamp_start=5))
-    assert "lies before the first frame" in text and "rows.csv" in text
+    rows = ["synth_0000,7,0.1,0.2,0.5,0.6,1,0", "synth_0000,2,0.1,0.2,0.5,0.6,1,0"]
+    text = error(with_rows(cfg, tmp_path, rows, timestamp_start=5))
+    assert text.startswith(f"{tmp_path / 'rows.csv'}:2: keyframe (synth_0000, 2) lies before the first frame")
 
 
 def test_processes_get_disjoint_shares(cfg: DataConfig, monkeypatch: pytest.MonkeyPatch) -> None:

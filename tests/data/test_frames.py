@@ -106,6 +106,10 @@ def test_video_at_another_rate_is_resampled(tmp_path: Path) -> None:
     assert videos.scan(["slow"]) == {"slow": 20}
     # Frame n at 30 fps is shown at (n - 1) / 30 s: the 15 fps frame floor((n - 1) / 2) + 1.
     assert levels(videos.read("slow", np.array([1, 2, 3, 4, 19, 20]))) == [1, 1, 2, 2, 10, 10]
+    # 25 fps frame j (from 0) is at 1.2 j 30-fps slots; as ffmpeg -r 30 each slot takes the nearest
+    # (0 1 2 2 3 4 5 6 7 7 ...), not the last earlier one (0 0 1 2 3 4 5 5 6 7 ...).
+    write_video(tmp_path / "pal.mp4", 10, fps=25)
+    assert levels(videos.read("pal", np.arange(1, 11))) == [1, 2, 3, 3, 4, 5, 6, 7, 8, 8]
 
 
 def test_frame_numbers_come_from_the_listing(tmp_path: Path) -> None:

@@ -219,6 +219,9 @@ def test_bad_input_is_named(cfg: DataConfig, root: Path, tmp_path: Path) -> None
     text = error(replace(cfg, groundtruth=str(longer)), "val")
     assert text == f"missing frame file {root / 'rgb-images' / V3 / '00013.jpg'}"
 
+    # Video files are counted at data.fps, not in the pickle's own frame numbering.
+    assert "data.videos is read for data.format ava only" in error(replace(cfg, videos="videos"))
+
     text = error(replace(cfg, frames=str(tmp_path / "elsewhere")))
     assert re.fullmatch(
         f"frame folder {re.escape(str(tmp_path / 'elsewhere' / V1))} of video .* does not exist", text
@@ -241,11 +244,17 @@ def test_inverted_tube_boxes_are_named_before_training(cfg: DataConfig, tmp_path
     )
 
 
+@pytest.mark.parametrize(
+    "resolution",
+    [(32, 40), (np.int64(32), np.int64(40)), np.array([32, 40])],
+    ids=["ints", "numpy-ints", "array"],
+)
 def test_training_boxes_are_clipped_to_the_frame_and_frames_past_the_end_skipped(
-    cfg: DataConfig, tmp_path: Path
+    cfg: DataConfig, tmp_path: Path, resolution: object
 ) -> None:
     gttubes = {**groundtruth()["gttubes"], V2: {1: [tube(1, 12, (-6, 4, 50, 40))]}}  # 2 frames past 10
-    path = write_pickle(tmp_path / "outside.pkl", groundtruth(gttubes=gttubes))
+    sizes = dict.fromkeys(NFRAMES, resolution)
+    path = write_pickle(tmp_path / "outside.pkl", groundtruth(gttubes=gttubes, resolution=sizes))
     with pytest.warns(UserWarning, match=r"2 annotated frames of training tubes lie outside"):
         train = build_dataset(replace(cfg, groundtruth=str(path)), "train")
     frames = [frame for video, frame in train.keyframes if video == V2]

@@ -313,6 +313,17 @@ def test_malformed_rows_name_file_and_line(tmp_path, quoted, row, message):
     assert message in str(err.value)
 
 
+def test_unreadable_text_names_the_line_where_it_starts(tmp_path):
+    path = tmp_path / "det.csv"
+    path.write_bytes(f"v1,902,{A},1,0.5\nv1,903,{A},1,0.5\xff\nv1,904,{A},1,0.5\n".encode("latin-1"))
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}:2: not UTF-8 text")):
+        read_detections(path)
+    # A quote opened on line 2 and never closed: the row starts on line 2, not where it ends.
+    write(path, [f"v1,902,{A},1,0.5", f'v1,903,"{A},1,0.5', f"v1,904,{A},1,0.5"])
+    with pytest.raises(UserError, match="^" + re.escape(f"{path}:2: ")):
+        read_detections(path)
+
+
 def test_bad_label_maps(tmp_path):
     path = tmp_path / "map.pbtxt"
     path.write_text('label {\n  name: "stand"\n  label_type: PERSON_MOVEMENT\n}\n')

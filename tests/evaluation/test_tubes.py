@@ -292,7 +292,10 @@ def test_class_with_detections_but_no_ground_truth_scores_zero_and_warns():
     assert metrics.frame_ap.tolist() == [pytest.approx(1.0, abs=1e-6), 0.0]
     assert metrics.video_ap["0.5"].tolist() == [1.0, 0.0]
     assert metrics.frame_map == pytest.approx(0.5, abs=1e-6)  # the class counts in the mean
-    assert len(metrics.warnings) == 1 and "'b'" in metrics.warnings[0]
+    assert (
+        len(metrics.warnings) == 1
+        and "'b' has detections but no ground truth in test split 1" in metrics.warnings[0]
+    )
 
 
 def test_no_detections_score_zero_and_warn():

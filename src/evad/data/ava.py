@@ -163,19 +163,22 @@ def _targets(
     order, box_start = KeyframeTargets.group_boxes(key_number[box_key[boxes]], len(keys))
     boxes = boxes[order]
 
+    def where(key: int) -> str:
+        """FILE:LINE of the first row of keyframe `key`."""
+        rows = np.flatnonzero(table.row_key == key)
+        return (
+            f"{table.source}:{table.lines[rows[0]]}"
+            if table.lines is not None and rows.size
+            else table.source
+        )
+
     videos: dict[str, int] = {}
     video_index, seconds = [], []
     for k in keys.tolist():
         video, second = table.keys[k]
         value = float(second)
         if value != int(value):
-            rows = np.flatnonzero(table.row_key == k)
-            where = (
-                f"{table.source}:{table.lines[rows[0]]}"
-                if table.lines is not None and rows.size
-                else table.source
-            )
-            raise UserError(f"{where}: keyframe ({video}, {value:g}) is not at a whole second")
+            raise UserError(f"{where(k)}: keyframe ({video}, {value:g}) is not at a whole second")
         video_index.append(videos.setdefault(video, len(videos)))
         seconds.append(int(value))
     seconds_array = np.asarray(seconds, dtype=np.int64)
@@ -183,8 +186,8 @@ def _targets(
     if len(frame) and frame.min() < 1:
         k = int(np.argmin(frame))
         raise UserError(
-            f"{table.source}: keyframe ({table.keys[keys[k]][0]}, {seconds[k]}) lies before the first frame "
-            f"(second {start} at {fps:g} fps is frame 1; check data.timestamp_start)"
+            f"{where(int(keys[k]))}: keyframe ({table.keys[keys[k]][0]}, {seconds[k]}) lies before the first "
+            f"frame (second {start} at {fps:g} fps is frame 1; check data.timestamp_start)"
         )
     return KeyframeTargets(
         videos=list(videos),

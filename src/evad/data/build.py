@@ -53,6 +53,11 @@ def build_transform(cfg: DataConfig, train: bool) -> ClipTransform:
 def build_frame_source(cfg: DataConfig) -> FrameSource:
     """Video files when `cfg.videos` is set, else JPEG frame folders."""
     if cfg.videos is not None:
+        if cfg.format != "ava":  # tube frames are counted in the video's own numbering, not at data.fps
+            raise UserError(
+                f"data.videos is read for data.format ava only; {cfg.format} reads frame folders: set "
+                "data.frames (and data.frame_template) and data.videos=null"
+            )
         return VideoFiles(_path(cfg, cfg.videos, "videos"), cfg.video_template, cfg.fps)
     return FrameFolders(_path(cfg, cfg.frames, "frames"), cfg.frame_template)
 

@@ -167,9 +167,11 @@ def _stack(frames: list[np.ndarray], where: str) -> np.ndarray:
 class VideoFiles:
     """Video files at `root / template.format(video=...)`, decoded with PyAV.
 
-    Frame n (from 1) is the frame shown at time (n - 1) / fps from the start of the stream, so a
-    video at `fps` maps one to one and other rates are resampled to the nearest earlier frame, as
-    frame extraction at `fps` would.
+    Frame n (from 1) is the frame nearest to time (n - 1) / fps from the start of the stream (the
+    last one shown before (n - 1 / 2) / fps; of two equally near, the earlier), so a video at `fps`
+    maps one to one and other rates are resampled as `ffmpeg -r fps` extraction does (its fps
+    filter rounds each frame's time to the nearest output slot; the official AVA frames were
+    extracted so).
 
     Args:
         root: Folder of the videos.
@@ -228,7 +230,8 @@ class VideoFiles:
         wanted = np.unique(numbers).tolist()
         path = self.path(video)
         with _open(path) as (container, stream):
-            decoded = _decode_at(container, stream, [(n - 1) / self.fps for n in wanted])
+            # Slot n (from 1) takes the last frame shown before its end, (n - 1/2) / fps.
+            decoded = _decode_at(container, stream, [(n - 0.5) / self.fps for n in wanted])
         by_number = dict(zip(wanted, decoded, strict=True))
         return _stack([by_number[n] for n in numbers.tolist()], f"video file {path}")
 
@@ -256,7 +259,8 @@ class _open:
 
 
 def _decode_at(container: Any, stream: Any, times: list[float]) -> list[np.ndarray]:
-    """RGB frames shown at the sorted `times` (seconds from the stream start).
+    """The RGB frame shown last before each of the sorted `times` (seconds from the stream start;
+    the first frame for a time before it).
 
     Seeks to the key frame before the first time and decodes forward; decodes from the start
     instead when the seek lands after the first wanted frame.
@@ -282,10 +286,10 @@ def _decode_at(container: Any, stream: Any, times: list[float]) -> list[np.ndarr
 def _collect(
     decoded: Iterable[Any], stream: Any, times: list[float], from_start: bool
 ) -> list[np.ndarray] | None:
-    """The last frame at or before each time (the first frame for times before it).
+    """The last frame shown before each time (the first frame for times before it).
 
     Returns None when nothing is decoded, or when not `from_start` and the first decoded frame
-    comes after times[0].
+    is not before times[0].
     """
     tolerance = 1e-3  # seconds; timestamps are rounded to the stream's time base
     start = stream.start_time or 0
@@ -294,9 +298,9 @@ def _collect(
     for frame in decoded:
         pts = frame.pts if frame.pts is not None else frame.dts
         time = float((pts - start) * stream.time_base) if pts is not None else 0.0
-        if previous is None and not from_start and time > times[0] + tolerance:
+        if previous is None and not from_start and time >= times[0] - tolerance:
             return None
-        while len(out) < len(times) and time > times[len(out)] + tolerance:
+        while len(out) < len(times) and time >= times[len(out)] - tolerance:
             if previous_rgb is None:
                 previous_rgb = (frame if previous is None else previous).to_ndarray(format="rgb24")
             out.append(previous_rgb)

@@ -151,8 +151,9 @@ def _training_tube(tube: np.ndarray, where: str, size: object) -> np.ndarray:
         raise UserError(
             f"{where}: frame {frame:g} has box ({', '.join(f'{v:g}' for v in box)}) with x2 < x1 or y2 < y1"
         )
-    if isinstance(size, tuple | list) and len(size) == 2 and all(isinstance(v, int | float) for v in size):
-        height, width = size
+    resolution = np.asarray(size) if isinstance(size, tuple | list | np.ndarray) else None
+    if resolution is not None and resolution.shape == (2,) and np.issubdtype(resolution.dtype, np.number):
+        height, width = resolution.tolist()  # plain numbers, numpy scalars or an array
         tube = tube.copy()
         tube[:, [1, 3]] = tube[:, [1, 3]].clip(0, width)
         tube[:, [2, 4]] = tube[:, [2, 4]].clip(0, height)

@@ -177,7 +177,14 @@ def _read_csv(path: str | os.PathLike, allowed: tuple[int, ...]) -> AvaTable:
     if data.startswith(codecs.BOM_UTF8):  # as spreadsheet programs save UTF-8 CSVs
         del data[: len(codecs.BOM_UTF8)]
     table = _parse_fast(data, source, allowed)
-    return table if table is not None else _parse_slow(source, allowed)
+    if table is not None:
+        return table
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{source}:{line}: not UTF-8 text ({err.reason})") from None
+    return _parse_slow(source, allowed)
 
 
 def _column_error(source: str, line: int, column: int, value: str, what: str) -> UserError:
@@ -219,12 +226,12 @@ def _parse_slow(source: str, allowed: tuple[int, ...]) -> AvaTable:
     """Row by row with the csv module: quoted fields, non-ASCII text, unusual widths."""
     keys = _TimestampKeys(source)
     row_key, boxes, labels, scores, lines = [], [], [], [], []
-    line = 0
+    line = end = 0
     try:
         with open(source, encoding="utf-8-sig") as file:
             reader = csv.reader(file)
             for row in reader:
-                line = reader.line_num
+                line, end = end + 1, reader.line_num  # the row's first line (quotes may span lines)
                 if len(row) not in allowed:
                     raise _columns_error(source, line, len(row), allowed)
                 position = keys(row[0], row[1], line)
@@ -244,10 +251,10 @@ def _parse_slow(source: str, allowed: tuple[int, ...]) -> AvaTable:
                 labels.append(label)
                 scores.append(_float_field(row[7], source, line, 7) if len(row) == 8 else 1.0)
                 lines.append(line)
-    except UnicodeDecodeError as err:
-        raise UserError(f"{source}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except UnicodeDecodeError as err:  # the file changed since _read_csv checked it
+        raise UserError(f"{source}: not UTF-8 text ({err.reason})") from None
     except csv.Error as err:
-        raise UserError(f"{source}:{line + 1}: {err}") from None
+        raise UserError(f"{source}:{end + 1}: {err}") from None
     return AvaTable(
         source=source,
         keys=keys.keys,

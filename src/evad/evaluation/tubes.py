@@ -159,14 +159,14 @@ class TubeGroundTruth:
         nframes: ``(V,)`` number of frames of each test video (frames are numbered from 1).
         tubes: per test video, ``{label: [tube, ...]}`` with tubes ``(L, 5)`` of rows
             ``frame, x1, y1, x2, y2`` (pixels) on consecutive frames.
-        split: index of the split in the pickle's ``test_videos``.
+        split: the split, numbered from 1 (entry ``split - 1`` of the pickle's ``test_videos``).
     """
 
     labels: tuple[str, ...]
     videos: tuple[str, ...]
     nframes: np.ndarray
     tubes: tuple[dict[int, list[np.ndarray]], ...]
-    split: int = 0
+    split: int = 1
 
 
 def _check_tube(tube: object, where: str) -> np.ndarray:
@@ -942,7 +942,7 @@ def evaluate_tubes(
     has_det = np.bincount(detections.label, minlength=len(has_gt)) > 0
     warnings = tuple(_input_warnings(groundtruth, detections)) + tuple(
         f"class {groundtruth.labels[c]!r} has detections but no ground truth in test split "
-        f"{groundtruth.split + 1}; its AP is 0 (the reference divides 0 by 0) and counts in the means"
+        f"{groundtruth.split}; its AP is 0 (the reference divides 0 by 0) and counts in the means"
         for c in np.flatnonzero(has_det & ~has_gt)
     )
     return TubeMetrics(groundtruth.labels, frame_ap, video_ap, warnings)
