@@ -287,3 +287,12 @@ def test_the_same_key_in_different_mappings_and_yaml_merge_keys_still_load(tmp_p
         UserError, match=r"command line: the value of 'model.loss_weights' has the key 'ce' twice"
     ):
         load_config(None, ["model.loss_weights={ce: 1, ce: 2}"])
+
+
+def test_evads_own_ava_evaluation_needs_both_settings():
+    with pytest.raises(
+        UserError, match=r"eval.ava_input_order=true .* needs eval.ava_max_per_keyframe=0, not 50"
+    ):
+        load_config(None, ["eval.ava_input_order=true"])
+    config = load_config(None, ["eval.ava_input_order=true", "eval.ava_max_per_keyframe=0"])
+    assert config.eval.ava_input_order and config.eval.ava_max_per_keyframe == 0

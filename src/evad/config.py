@@ -147,13 +147,17 @@ class EvalConfig:
         keep_rate: Token keep rate at evaluation; None uses the model's.
         person_threshold: Minimum person probability of a detection; None uses the model's (0.7).
         ava_max_per_keyframe: AVA frame-mAP keeps this many detections per keyframe, best first:
-            50 as the ActivityNet scorer (SPEC section 10); 0 keeps all, as EVAD's own evaluation.
+            50 as the ActivityNet scorer (SPEC section 10); 0 keeps all.
+        ava_input_order: AVA frame-mAP matches each keyframe's detections in the model's query
+            order, not by descending score; needs `ava_max_per_keyframe` 0. Both together are
+            the evaluation in EVAD's own code, which made the paper's numbers.
     """
 
     batch_size: int = 4
     keep_rate: float | None = None
     person_threshold: float | None = None
     ava_max_per_keyframe: int = 50
+    ava_input_order: bool = False
 
 
 @dataclass
@@ -662,7 +666,13 @@ def _build(raw: dict[str, Any]) -> Config:
         data = DataConfig(**sections["data"])
     except ValueError as err:
         raise UserError(f"data: {err}") from None
-    return Config(model, data, TrainConfig(**sections["train"]), EvalConfig(**sections["eval"]), output_dir)
+    evaluation = EvalConfig(**sections["eval"])
+    if evaluation.ava_input_order and evaluation.ava_max_per_keyframe:
+        raise UserError(
+            "eval.ava_input_order=true (EVAD's own evaluation) keeps every detection: it needs "
+            f"eval.ava_max_per_keyframe=0, not {evaluation.ava_max_per_keyframe}"
+        )
+    return Config(model, data, TrainConfig(**sections["train"]), evaluation, output_dir)
 
 
 def _check_output_dir(item: Any) -> str:

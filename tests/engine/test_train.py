@@ -51,7 +51,7 @@ def read_log(out):
 
 def test_train_writes_checkpoints_logs_and_evaluations(tmp_path):
     out = tmp_path / "run"
-    config = make_config(out, "eval.ava_max_per_keyframe=0")
+    config = make_config(out, "eval.ava_max_per_keyframe=0", "eval.ava_input_order=true")
     result = train(config, data=make_data(tmp_path), progress=False)
     assert result["epochs"] == 2 and result["global_step"] == 8
     assert 0.0 <= result["best_metric"] <= 1.0
@@ -59,6 +59,7 @@ def test_train_writes_checkpoints_logs_and_evaluations(tmp_path):
     assert (out / "eval" / "detections.csv").exists() and (out / "eval" / "metrics.json").exists()
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["protocol"]["max_detections_per_keyframe"] == 0  # eval.ava_max_per_keyframe
+    assert metrics["protocol"]["match_order"] == "input"  # eval.ava_input_order
     assert load_config(out / "config.yaml") == with_absolute_data_root(config)  # data.root made absolute
 
     records = read_log(out)

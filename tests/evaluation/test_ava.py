@@ -128,7 +128,7 @@ def test_cap_keeps_the_50_best_of_each_keyframe(tmp_path):
     assert result.counts["over_cap_rows"] == 9
 
 
-def test_no_cap_keeps_every_detection_as_evads_own_evaluation(tmp_path):
+def test_no_cap_keeps_every_detection(tmp_path):
     misses = [f"v1,902,{ELSEWHERE},1,0.9{i % 9}" for i in range(59)]
     (tmp_path / "map.pbtxt").write_text(LABELMAP)
     files = [
@@ -149,6 +149,29 @@ def test_no_cap_keeps_every_detection_as_evads_own_evaluation(tmp_path):
         assert evaluator.evaluate().per_class[1] == pytest.approx(expected, abs=1e-15)
     with pytest.raises(ValueError, match="max_per_keyframe must be >= 0"):
         evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=-1)
+
+
+def test_input_order_matches_as_evads_own_evaluation(tmp_path):
+    """EVAD's own evaluation neither caps nor sorts: the earlier of two boxes on one person takes
+    the hit, even when it scores lower. (Equal to EVAD's evaluation code on 1000 random cases.)"""
+    loose = "0.1,0.1,0.4,0.58"  # IoU 0.6 with A
+    (tmp_path / "map.pbtxt").write_text(LABELMAP)
+    files = [
+        write(tmp_path / "gt.csv", [f"v1,902,{A},1"]),
+        write(tmp_path / "det.csv", [f"v1,902,{loose},1,0.3", f"v1,902,{A},1,0.9"]),
+    ]
+    assert evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=0).per_class[1] == 1.0
+    result = evaluate_ava_files(*files, tmp_path / "map.pbtxt", max_per_keyframe=0, input_order=True)
+    assert result.per_class[1] == 0.5  # the 0.9 box is a false positive ahead of the hit
+    assert result.to_dict()["protocol"]["match_order"] == "input"
+    evaluator = AvaEvaluator(
+        files[0], tmp_path / "map.pbtxt", class_ids=[1], max_per_keyframe=0, input_order=True
+    )
+    boxes = np.array([[0.1, 0.1, 0.4, 0.58], [0.1, 0.1, 0.4, 0.9]])  # (2, 4) in query order
+    evaluator.process(["v1"], [902], [boxes], [np.array([[0.3], [0.9]])])
+    assert evaluator.evaluate().per_class[1] == 0.5
+    with pytest.raises(ValueError, match="max_per_keyframe must be 0, got 50"):
+        evaluate_ava_files(*files, tmp_path / "map.pbtxt", input_order=True)
 
 
 def test_class_with_groundtruth_but_no_detections_scores_zero(tmp_path):
@@ -447,6 +470,10 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
 
     assert cli_main([*args, "--overwrite", "--max-per-keyframe", "0"]) == 0
     assert json.loads(out.read_text())["protocol"]["max_detections_per_keyframe"] == 0
+    assert cli_main([*args, "--overwrite", "--input-order"]) == 2
+    assert "add --max-per-keyframe 0" in capsys.readouterr().err
+    assert cli_main([*args, "--overwrite", "--input-order", "--max-per-keyframe", "0"]) == 0
+    assert json.loads(out.read_text())["protocol"]["match_order"] == "input"
 
     write(tmp_path / "det.csv", [f"v1,902,{A},1,0.9", "v1,902,0.1"])
     assert cli_main([*args, "--overwrite"]) == 2

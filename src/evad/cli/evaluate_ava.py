@@ -53,7 +53,14 @@ def register(kinds: argparse._SubParsersAction) -> None:
         default=MAX_DETECTIONS_PER_KEYFRAME,
         metavar="N",
         help=f"detections kept per keyframe, best first (default {MAX_DETECTIONS_PER_KEYFRAME}, the "
-        "ActivityNet scorer's cap; 0 keeps all, as the evaluation in EVAD's own code does)",
+        "ActivityNet scorer's cap; 0 keeps all)",
+    )
+    parser.add_argument(
+        "--input-order",
+        action="store_true",
+        help="match each keyframe's detections in file order (evad's: the model's query order), not "
+        "by descending score; needs --max-per-keyframe 0. Both together score as the evaluation in "
+        "EVAD's own code, which made the paper's numbers",
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument(
@@ -121,6 +128,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.compare is not None and args.plot is None:
         raise UserError("--compare needs --plot")
+    if args.input_order and args.max_per_keyframe:
+        raise UserError(
+            "--input-order (EVAD's own evaluation) keeps every detection: add --max-per-keyframe 0"
+        )
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UserError(f"--plot {args.plot}: the chart is written as PNG; give a .png file name")
     check_outputs(args, args.json, args.plot)
@@ -133,7 +144,12 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings_as_lines():
         result = evaluate_ava_files(
-            args.groundtruth, args.detections, args.labelmap, args.exclusions, args.max_per_keyframe
+            args.groundtruth,
+            args.detections,
+            args.labelmap,
+            args.exclusions,
+            args.max_per_keyframe,
+            args.input_order,
         )
 
     written = []

@@ -175,6 +175,7 @@ def evaluate_ava_detections(
     dataset: Any,
     out_dir: Path | None,
     max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+    input_order: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Frame-mAP of AVA detections; returns (summary for logs, full report for metrics.json)."""
     from evad.evaluation.ava import (
@@ -198,7 +199,12 @@ def evaluate_ava_detections(
         groundtruth = read_groundtruth(dataset.groundtruth_csv)
         excluded = read_exclusions(dataset.exclusions_csv) if dataset.exclusions_csv is not None else set()
         evaluator = AvaEvaluator(
-            groundtruth, scored, excluded, class_ids=class_ids, max_per_keyframe=max_per_keyframe
+            groundtruth,
+            scored,
+            excluded,
+            class_ids,
+            max_per_keyframe=max_per_keyframe,
+            input_order=input_order,
         )
         for item in results:
             scores = item.action_scores[:, columns]
@@ -314,6 +320,7 @@ def score_detections(
     settings: Mapping[str, Any] | None = None,
     *,
     ava_max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+    ava_input_order: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Score gathered detections with the dataset's protocol; write the CSV and JSON to `out_dir`.
 
@@ -327,7 +334,9 @@ def score_detections(
     if out is not None:
         make_dirs(out)
     if _is_ava(dataset):
-        summary, report = evaluate_ava_detections(results, dataset, out, ava_max_per_keyframe)
+        summary, report = evaluate_ava_detections(
+            results, dataset, out, ava_max_per_keyframe, ava_input_order
+        )
     elif hasattr(dataset, "groundtruth"):
         summary, report = evaluate_tube_detections(results, dataset, out)
     else:
@@ -351,6 +360,7 @@ def evaluate(
     amp: str = "none",
     progress: bool = True,
     ava_max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+    ava_input_order: bool = False,
 ) -> dict[str, Any]:
     """Run inference, gather on rank 0, score, write files there and share the summary.
 
@@ -365,6 +375,8 @@ def evaluate(
         amp: As in `run_inference`.
         progress: As in `run_inference`.
         ava_max_per_keyframe: Cap on detections per keyframe of AVA's frame-mAP (see
+            `evaluation.ava.evaluate_ava`).
+        ava_input_order: Match AVA detections in the model's query order (see
             `evaluation.ava.evaluate_ava`).
 
     Returns:
@@ -381,7 +393,12 @@ def evaluate(
             "person_threshold": postprocess.person_threshold,
         }
         summary, report = score_detections(
-            gathered, dataset, out_dir, settings, ava_max_per_keyframe=ava_max_per_keyframe
+            gathered,
+            dataset,
+            out_dir,
+            settings,
+            ava_max_per_keyframe=ava_max_per_keyframe,
+            ava_input_order=ava_input_order,
         )
         summary["num_keyframes"] = len(gathered)
     summary = distributed.broadcast_object(summary)
@@ -477,6 +494,7 @@ def evaluate_checkpoint(
             amp=amp,
             progress=progress,
             ava_max_per_keyframe=config.eval.ava_max_per_keyframe,
+            ava_input_order=config.eval.ava_input_order,
         )
     finally:
         distributed.cleanup(info)

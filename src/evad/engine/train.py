@@ -720,6 +720,7 @@ def _train(
                 amp=amp,
                 progress=progress,
                 ava_max_per_keyframe=config.eval.ava_max_per_keyframe,
+                ava_input_order=config.eval.ava_input_order,
             )
         except BaseException:
             if info.is_main:

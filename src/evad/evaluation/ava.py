@@ -14,7 +14,9 @@ ground-truth box a detection takes, and how ``np.argsort`` orders equal scores. 
   ignored (with a warning), while a keyframe it mentions without a box of the class makes them
   false positives;
 - per keyframe and class, detections in descending score take their single best-IoU box (first
-  box on ties); a hit needs IoU >= 0.5 and a box still free, there is no second choice;
+  box on ties); a hit needs IoU >= 0.5 and a box still free, there is no second choice. (With
+  ``input_order`` and no cap, they take them in the order given instead: the evaluation in EVAD's
+  own code, see :func:`evaluate_ava`.)
   detections with zero or negative width or height are dropped after the cap (inverted boxes with
   a warning: they usually mean swapped columns);
 - AP is the PASCAL VOC all-points area under the precision envelope; classes with ground truth
@@ -97,6 +99,8 @@ class AvaResult:
         num_detections: Scored detections per evaluated class (after the cap).
         counts: Bookkeeping of rows read, ignored and scored.
         max_per_keyframe: The cap on detections per keyframe that was applied (0: none).
+        input_order: Whether each keyframe's detections were matched in their input order rather
+            than by descending score.
     """
 
     mean_ap: float
@@ -107,6 +111,7 @@ class AvaResult:
     num_detections: dict[int, int]
     counts: dict[str, int] = field(default_factory=dict)
     max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME
+    input_order: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: ``{"mAP", "per_class": {"<id>": AP}, "groups", ...}``."""
@@ -121,6 +126,7 @@ class AvaResult:
             "protocol": {
                 "iou_threshold": IOU_THRESHOLD,
                 "max_detections_per_keyframe": self.max_per_keyframe,
+                "match_order": "input" if self.input_order else "score",
             },
         }
 
@@ -303,9 +309,10 @@ def _average_precision(scores: np.ndarray, true_positive: np.ndarray, num_gt: in
 
 
 def _select_detections(
-    gt: _GroundTruth, det: AvaTable, counts: dict[str, int], cap: int
+    gt: _GroundTruth, det: AvaTable, counts: dict[str, int], cap: int, input_order: bool = False
 ) -> tuple[np.ndarray, ...]:
-    """Class filter, keyframe filter and cap (`cap` best per keyframe; 0: none), in the official order.
+    """Class filter, keyframe filter and cap (`cap` best per keyframe; 0: none), in the official order
+    (by descending score in each keyframe), or in the input's order with `input_order` (no cap).
 
     Returns:
         keyframe (D,) index into ``det.keys``, rank within keyframe (D,), score (D,),
@@ -354,6 +361,13 @@ def _select_detections(
     np.minimum.at(first, row_key, np.arange(len(selected)))
     image_rank = np.empty(len(det.keys), dtype=np.int64)
     image_rank[np.argsort(first, kind="stable")] = np.arange(len(det.keys))
+    if input_order:  # EVAD's own evaluation: every detection, matched in the order given
+        rows = selected[np.argsort(row_key, kind="stable")]  # grouped by keyframe, input order within
+        key = det.row_key[rows]
+        rank = np.arange(len(rows)) - np.searchsorted(key, key)  # place within its keyframe
+        counts["over_cap_rows"] = 0
+        score, label, boxes = _rows(det, rows)
+        return key, rank, score, np.searchsorted(gt.class_ids, label), boxes, image_rank, status
 
     # Cap: keep the `cap` best per keyframe. Sorting by keyframe then descending score gives the
     # official result unless ties make it depend on the heap (checked below), so the order of
@@ -394,9 +408,16 @@ def _select_detections(
     return key, rank, score, np.searchsorted(gt.class_ids, label), boxes, image_rank, status
 
 
-def _score(gt: _GroundTruth, det: AvaTable, cap: int) -> AvaResult:
+def _score(gt: _GroundTruth, det: AvaTable, cap: int, input_order: bool = False) -> AvaResult:
+    if input_order and cap:
+        raise ValueError(
+            "input_order reproduces EVAD's own evaluation, which keeps every detection: "
+            f"max_per_keyframe must be 0, got {cap}"
+        )
     counts: dict[str, int] = {"detection_rows": len(det)}
-    key, rank, score, class_position, boxes, image_rank, status = _select_detections(gt, det, counts, cap)
+    key, rank, score, class_position, boxes, image_rank, status = _select_detections(
+        gt, det, counts, cap, input_order
+    )
     num_classes = len(gt.class_ids)
 
     # Zero-width or inverted boxes took a cap slot and are dropped now.
@@ -470,6 +491,7 @@ def _score(gt: _GroundTruth, det: AvaTable, cap: int) -> AvaResult:
         num_detections=num_detections,
         counts=counts,
         max_per_keyframe=cap,
+        input_order=input_order,
     )
 
 
@@ -501,6 +523,7 @@ def evaluate_ava(
     labelmap: Mapping[int, str],
     exclusions: Iterable[Key] = (),
     max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+    input_order: bool = False,
 ) -> AvaResult:
     """Score detections against ground truth with the official AVA protocol.
 
@@ -510,7 +533,12 @@ def evaluate_ava(
         labelmap: Class id -> name of the evaluated classes (:func:`read_labelmap`).
         exclusions: Keyframe keys to ignore (:func:`read_exclusions`).
         max_per_keyframe: Detections kept per keyframe, highest scores first: 50 in the ActivityNet
-            scorer (SPEC section 10); 0 keeps all, as the evaluation in EVAD's own code does.
+            scorer (SPEC section 10); 0 keeps all.
+        input_order: Match each keyframe's detections to the ground truth in their input order
+            (file or processing order: for evad's detections, the model's query order) instead of
+            by descending score; needs `max_per_keyframe` 0. With both, this is the evaluation in
+            EVAD's own code, which made the paper's numbers: it neither caps nor sorts, so of two
+            boxes of a class on one person the earlier query takes the hit even if it scores lower.
 
     Warns:
         AvaInputWarning: For rows the official scorer silently ignores.
@@ -520,7 +548,8 @@ def evaluate_ava(
     """
     if max_per_keyframe < 0:
         raise ValueError(f"max_per_keyframe must be >= 0, got {max_per_keyframe}")
-    return _score(_prepare_groundtruth(groundtruth, labelmap, exclusions), detections, max_per_keyframe)
+    gt = _prepare_groundtruth(groundtruth, labelmap, exclusions)
+    return _score(gt, detections, max_per_keyframe, input_order)
 
 
 def evaluate_ava_files(
@@ -529,6 +558,7 @@ def evaluate_ava_files(
     labelmap: str | os.PathLike,
     exclusions: str | os.PathLike | None = None,
     max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+    input_order: bool = False,
 ) -> AvaResult:
     """Read the files and score them (see :func:`evaluate_ava`).
 
@@ -541,7 +571,12 @@ def evaluate_ava_files(
     names = read_labelmap(labelmap)
     excluded = read_exclusions(exclusions) if exclusions is not None else set()
     return evaluate_ava(
-        read_groundtruth(groundtruth), read_detections(detections), names, excluded, max_per_keyframe
+        read_groundtruth(groundtruth),
+        read_detections(detections),
+        names,
+        excluded,
+        max_per_keyframe,
+        input_order,
     )
 
 
@@ -579,6 +614,7 @@ class AvaEvaluator:
         exclusions: str | os.PathLike | Iterable[tuple[str, object]] | None = None,
         class_ids: Sequence[int] | None = None,
         max_per_keyframe: int = MAX_DETECTIONS_PER_KEYFRAME,
+        input_order: bool = False,
     ) -> None:
         """Read and prepare the ground truth.
 
@@ -589,10 +625,14 @@ class AvaEvaluator:
             class_ids: Action id of each score column given to :meth:`process`; by default
                 column j is class j + 1 (AVA's 80 classes).
             max_per_keyframe: Cap on detections per keyframe (see :func:`evaluate_ava`).
+            input_order: Match in processing order (see :func:`evaluate_ava`).
         """
         if max_per_keyframe < 0:
             raise ValueError(f"max_per_keyframe must be >= 0, got {max_per_keyframe}")
+        if input_order and max_per_keyframe:
+            raise ValueError(f"input_order needs max_per_keyframe 0, got {max_per_keyframe}")
         self.max_per_keyframe = max_per_keyframe
+        self.input_order = input_order
         names = dict(labelmap) if isinstance(labelmap, Mapping) else read_labelmap(labelmap)
         table = groundtruth if isinstance(groundtruth, AvaTable) else read_groundtruth(groundtruth)
         if exclusions is None:
@@ -668,4 +708,4 @@ class AvaEvaluator:
 
     def evaluate(self) -> AvaResult:
         """Score everything processed since the last :meth:`reset`."""
-        return _score(self._groundtruth, self.detections(), self.max_per_keyframe)
+        return _score(self._groundtruth, self.detections(), self.max_per_keyframe, self.input_order)
