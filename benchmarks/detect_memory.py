@@ -1,8 +1,8 @@
 """Benchmark: memory of `detect_video` on a long 1080p video (issue 5: memory must stay flat).
 
 Detection decodes the video twice (clips, then the annotated copy), one frame at a time with a
-sliding window of 61 frames for the clips, so its resident memory should not grow with the
-video's length: a 10-minute 1080p video must not need more than a few GB.
+sliding window of 2 s of frames for the clips (61 at 30 fps), so its resident memory should not
+grow with the video's length: a 10-minute 1080p video must not need more than a few GB.
 
 The input is synthetic and cheap to make: a slowly changing background colour with a few moving
 rectangles, H.264 (ultrafast) at the chosen height, 16:9, 30 fps. The detector is the tiny preset

@@ -333,3 +333,78 @@ def test_the_device_option_takes_a_numbered_gpu():
     for bad in ("tpu", "cuda:x", "cuda:"):
         with pytest.raises(argparse.ArgumentTypeError, match="cpu, cuda or cuda:N"):
             device(bad)
+
+
+def _clip_frame_numbers(model, run):
+    """Frame number shown by each clip frame the model is given while `run()` runs: (keyframes, T)."""
+    seen = []
+    handle = model.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+    try:
+        result = run()
+    finally:
+        handle.remove()
+    clips = torch.cat(seen)[..., :64, :80]  # (K, 3, T, H', W') -> the 64 x 80 frames, no padding
+    grey = (clips * 0.225 + 0.45) * 255  # undo the normalisation
+    return result, (grey.mean(dim=(1, 3, 4)) / 3).round().int().tolist()  # grey level 3 * n
+
+
+def test_a_60_fps_video_is_cut_into_clips_at_30_fps_and_annotated_at_60(model, make_video, tmp_path):
+    path = make_video(tmp_path / "v60.mp4", num_frames=85, fps=60)  # 1.42 s, frame n grey 3 * n
+    result, clips = _clip_frame_numbers(model, lambda: _detect(model, path, tmp_path / "out"))
+    # Keyframes, times and the annotated video stay in the input's own frames.
+    assert [k.frame for k in result.keyframes] == [0, 60] and result.num_frames == 85
+    doc = json.loads(result.json_path.read_text())
+    assert [(k["frame"], k["time"]) for k in doc["keyframes"]] == [(0, 0.0), (60, 1.0)]
+    assert doc["fps"] == 60 and doc["clip_fps"] == 30 and doc["num_frames"] == 85
+    rate, _, frames = _read_back(result.video_path)
+    assert (rate, len(frames)) == (60, 85)
+    # Clip frames 2 * 4 = 8 video frames apart (4 at 30 fps), clamped to frames 0 and 84.
+    assert clips == [
+        [0] * 9 + [8, 16, 24, 32, 40, 48, 56],
+        [0, 4, 12, 20, 28, 36, 44, 52, 60, 68, 76] + [84] * 5,
+    ]
+
+
+def test_a_25_fps_video_is_cut_into_clips_at_30_fps(model, make_video, tmp_path):
+    path = make_video(tmp_path / "v25.mp4", num_frames=85, fps=25)
+    result, clips = _clip_frame_numbers(model, lambda: _detect(model, path, tmp_path / "out", stride=40))
+    assert [k.frame for k in result.keyframes] == [0, 40, 80]
+    assert json.loads(result.json_path.read_text())["keyframes"][1]["time"] == 1.6
+    # Keyframe 40 at 1.6 s: the frames nearest to 1.6 s + (-32, -28, ..., +28) / 30 s, i.e. to
+    # frame 40 + (-32, -28, ..., +28) * 25 / 30.
+    assert clips[1] == [13, 17, 20, 23, 27, 30, 33, 37, 40, 43, 47, 50, 53, 57, 60, 63]
+
+
+def test_a_30_fps_video_gives_the_clips_of_frame_offsets(model, video, tmp_path):
+    _, clips = _clip_frame_numbers(model, lambda: _detect(model, video, tmp_path / "out"))
+    offsets = np.arange(-32, 29, 4)
+    assert clips == [np.clip(k + offsets, 0, 69).tolist() for k in (0, 30, 60)]
+
+
+def test_a_loaded_model_cuts_clips_at_its_training_frame_rate(model, make_video, tmp_path):
+    """A model trained on 60 fps frames (`data.fps: 60`) gets 60 fps clips of a 60 fps video."""
+    from evad.inference import InputSettings, LoadedModel
+
+    path = make_video(tmp_path / "v60.mp4", num_frames=85, fps=60)
+    loaded = LoadedModel(model, IDS, NAMES, InputSettings(short_side=64, clip_fps=60), person_threshold=0.0)
+    result, clips = _clip_frame_numbers(
+        model, lambda: loaded.detect(path, tmp_path / "out", video_min_side=0, progress=False)
+    )
+    assert json.loads(result.json_path.read_text())["clip_fps"] == 60
+    assert clips[1] == np.clip(60 + np.arange(-32, 29, 4), 0, 84).tolist()
+
+
+@pytest.mark.parametrize(("data", "clip_fps"), [({"fps": 60}, 60), ({}, 30)])
+def test_cli_cuts_clips_at_the_checkpoints_training_frame_rate(make_video, tmp_path, data, clip_fps):
+    """The clip rate is the training config's data.fps (30 where it is not set)."""
+    from evad.config import config_from_dict
+    from evad.engine.checkpoint import model_state, save_checkpoint
+
+    config = config_from_dict({"model": {"preset": "tiny"}, "data": {"test_short_side": 32, **data}}, "test")
+    model = evad.create_model("tiny", num_classes=2)
+    dataset = {"num_classes": 2, "class_ids": [4, 9], "class_names": ["walk", "turn around"]}
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"model": model_state(model), "config": config.to_dict(), "dataset": dataset})
+    video = make_video(tmp_path / "a.mp4", num_frames=8, fps=60)
+    assert _cli([str(video), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "out" / "detections.json").read_text())["clip_fps"] == clip_fps

@@ -52,3 +52,15 @@ def test_sampler_at_given_times_takes_the_nearest_frames():
     assert [(c.keyframe, c.time) for c in clips] == [(3, 0.31), (15, 1.54)]
     keyframe_only = next(ClipSampler(times=[0.5], sampling_rate=0).clips(frames))
     assert keyframe_only.frame_indices == (5,) * 16
+
+
+def test_clip_at_a_time_of_a_60_fps_video_is_sampled_at_the_clip_rate(make_video, tmp_path, frame_number):
+    """`evad visualize` shows the clip detection sees: frames at 30 fps times (every 8th frame of a
+    60 fps video for 16 x 4 clips), or at the model's own training rate."""
+    path = make_video(tmp_path / "v60.mp4", num_frames=85, fps=60)
+    read = read_keyframe_clip(path, 0.7, settings=InputSettings(short_side=32, sampling_rate=2))
+    assert read.clip.keyframe == 42
+    assert read.clip.frame_indices == tuple(range(10, 71, 4))  # 42 + 2 * (-16, -14, ..., +14)
+    assert [frame_number(f) for f in read.clip.frames] == list(read.clip.frame_indices)
+    at_60 = read_keyframe_clip(path, 0.7, settings=InputSettings(short_side=32, sampling_rate=2, clip_fps=60))
+    assert at_60.clip.frame_indices == tuple(range(26, 57, 2))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import weakref
 
+import pytest
 import torch
 
 import evad
@@ -14,8 +15,11 @@ from evad.inference import detect_video
 from evad.inference.video import ClipSampler, VideoReader
 
 
-def test_detect_video_holds_at_most_a_clip_window_of_frames(make_video, tmp_path, monkeypatch):
-    path = make_video(tmp_path / "long.mp4", num_frames=200, size=(32, 40), noise=True)
+@pytest.mark.parametrize(("fps", "window"), [(30, 61), (60, 121)])
+def test_detect_video_holds_at_most_a_clip_window_of_frames(make_video, tmp_path, monkeypatch, fps, window):
+    """The window is the clip span in time (2 s of 16 x 4 clips at 30 fps) plus one frame: twice
+    as many frames for a 60 fps video, never the whole video."""
+    path = make_video(tmp_path / "long.mp4", num_frames=200, size=(32, 40), noise=True, fps=fps)
     passes: list[dict] = []
     frames = VideoReader.frames
 
@@ -38,7 +42,7 @@ def test_detect_video_holds_at_most_a_clip_window_of_frames(make_video, tmp_path
     model = evad.create_model("tiny", num_classes=2)
     result = detect_video(model, path, tmp_path / "out", ["a", "b"], [1, 2], short_side=32, progress=False)
 
-    window = ClipSampler().window  # 61 frames for 16 x 4 clips
+    assert ClipSampler().frames_held(fps) == window  # 61 frames for 16 x 4 clips at 30 fps
     clips, annotate = passes
     assert clips["decoded"] == annotate["decoded"] == result.num_frames == 200
     assert clips["max_alive"] <= window + 1  # the sliding window (plus the frame being handed over)

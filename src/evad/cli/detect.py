@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detect",
         help="detect actors and actions in video files",
         description="Detect actors and their actions on keyframes of each video (16 x 4 clips around "
-        "each keyframe) and write detections.csv (AVA layout, every class), detections.json and "
+        "each keyframe, sampled at the frame rate the model was trained on, 30 fps for AVA, whatever "
+        "the video's rate) and write detections.csv (AVA layout, every class), detections.json and "
         "annotated.mp4 (boxes, track ids and actions drawn on every frame). With several videos, "
         "each gets a subfolder of --out named after the video. Without --checkpoint and --model "
         "the small packaged model trained on the synthetic benchmark is used.",

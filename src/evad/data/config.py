@@ -33,7 +33,8 @@ class DataConfig:
             label map); None scores every trained class.
         groundtruth: UCF101-24 / JHMDB ground-truth pickle (formats "ucf24", "jhmdb").
         split: JHMDB split (1, 2 or 3); ignored for UCF101-24 (one split).
-        fps: Frame rate of the frame folders (AVA: 30).
+        fps: Frame rate of the frame folders (AVA: 30; UCF101-24: 25). AVA keyframe seconds are
+            counted in it; `evad detect` cuts clips of any video at this rate.
         timestamp_start: AVA second of frame 1 (900 for the 15-minute cut; 0 for the synthetic set).
         num_frames, sampling_rate: Clip length and stride (16x4: offsets -32 ... +28). Stride 0
             repeats the keyframe: a keyframe-only input with the same shape (an ablation).

@@ -2,8 +2,10 @@
 
 Two streaming passes over the video, so memory does not grow with its length:
 
-1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.video`), run the model in
-   batches, post-process the boxes to original pixels and link them into tracks;
+1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.video`; clip frames are
+   taken at the model's training frame rate `clip_fps`, keyframes and outputs stay in the input's
+   own frames and times), run the model in batches, post-process the boxes to original pixels
+   and link them into tracks;
 2. decode again and draw each keyframe's detections on every frame from that keyframe to the
    next, encoding H.264 at the input's frame count and timestamps, and at its resolution times
    the smallest whole factor that gives a short side of at least ``video_min_side`` pixels (labels
@@ -353,6 +355,7 @@ def detect_video(
     short_side: int = 256,
     max_long_side: int = 1333,
     sampling_rate: int = 4,
+    clip_fps: float = 30.0,
     mean: Sequence[float] = (0.45, 0.45, 0.45),
     std: Sequence[float] = (0.225, 0.225, 0.225),
     video_min_side: int = 360,
@@ -363,8 +366,10 @@ def detect_video(
     """Detect actors and their actions on the keyframes of a video file and write the results.
 
     The model is put in eval mode and moved to `device`. Clips are 16 (the backbone's
-    `num_frames`) frames at stride `sampling_rate` around each keyframe, resized so the short side
-    is `short_side` (long side at most `max_long_side`) and zero-padded to a multiple of 32.
+    `num_frames`) frames at stride `sampling_rate` around each keyframe, counted at `clip_fps`
+    whatever the video's frame rate (clip frame i is the frame shown (i - 8) * sampling_rate /
+    clip_fps seconds from the keyframe), resized so the short side is `short_side` (long side at
+    most `max_long_side`) and zero-padded to a multiple of 32.
 
     Args:
         model: An EVAD detector (the prediction dict of `evad.models.EVAD.forward`).
@@ -383,7 +388,8 @@ def detect_video(
         batch_size: Clips per forward pass.
         short_side: Short side of the model's input in pixels.
         max_long_side: Cap on the long side of the model's input.
-        sampling_rate: Frame step inside a clip.
+        sampling_rate: Frame step inside a clip, in frames at `clip_fps`.
+        clip_fps: Frame rate of the model's training clips (its config's ``data.fps``; 30 for AVA).
         mean: Per-channel mean of RGB in [0, 1], subtracted.
         std: Per-channel standard deviation of RGB in [0, 1], divided by.
         video_min_side: The annotated video is the input enlarged by the smallest whole factor
@@ -410,7 +416,11 @@ def detect_video(
     if keep_rate is not None:
         check_keep_rate(keep_rate)
     sampler = ClipSampler(
-        rate=rate, stride=stride, num_frames=model.backbone.num_frames, sampling_rate=sampling_rate
+        rate=rate,
+        stride=stride,
+        num_frames=model.backbone.num_frames,
+        sampling_rate=sampling_rate,
+        clip_fps=clip_fps,
     )
     postprocess = PostProcess(person_threshold, keep_all_if_none=keep_all_if_none)
     info = probe_video(path)  # a bad file fails here, before the model runs or anything is created
@@ -456,6 +466,7 @@ def detect_video(
             "truncated": truncated,
             "keyframe_rate": sampler.rate,
             "keyframe_stride": sampler.stride,
+            "clip_fps": sampler.clip_fps,
             "keep_rate": keep_rate if keep_rate is not None else model.backbone.keep_rate,
             "person_threshold": person_threshold,
             "action_threshold": action_threshold,

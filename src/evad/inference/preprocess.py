@@ -30,13 +30,16 @@ class InputSettings:
     Attributes:
         short_side: Input short side after resizing.
         max_long_side: Cap on the long side after resizing.
-        sampling_rate: Frame step inside a clip (4 for 16 x 4 clips).
+        sampling_rate: Frame step inside a clip (4 for 16 x 4 clips), in frames at `clip_fps`.
+        clip_fps: Frame rate of the training clips (the data config's ``fps``; 30 for AVA): clips
+            are cut at this rate whatever the video's own rate (`evad.inference.video`).
         mean, std: Pixel normalisation of RGB in [0, 1].
     """
 
     short_side: int = 256
     max_long_side: int = 1333
     sampling_rate: int = 4
+    clip_fps: float = 30.0
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
 
@@ -105,7 +108,7 @@ def read_keyframe_clip(
         path: Video file.
         time: Keyframe time in seconds from the first frame; the middle frame's if None.
         num_frames: Clip length T (the backbone's `num_frames`).
-        settings: Resize rule and clip stride (`InputSettings` defaults if None).
+        settings: Resize rule, clip stride and clip frame rate (`InputSettings` defaults if None).
 
     Raises:
         UserError: If the file cannot be read or `time` lies outside the video.
@@ -119,7 +122,12 @@ def read_keyframe_clip(
         elif not 0 <= time < duration:
             raise UserError(f"{path}: --time {time:g} s is outside the video (it lasts {duration:.2f} s)")
         size, resize = frame_resizer(info.height, info.width, settings.short_side, settings.max_long_side)
-        sampler = ClipSampler(times=[time], num_frames=num_frames, sampling_rate=settings.sampling_rate)
+        sampler = ClipSampler(
+            times=[time],
+            num_frames=num_frames,
+            sampling_rate=settings.sampling_rate,
+            clip_fps=settings.clip_fps,
+        )
         clips = sampler.clips(reader.frames(resize))
         try:
             clip = next(clips, None)

@@ -161,6 +161,7 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
         short_side=short_side if short_side is not None else data.test_short_side,
         max_long_side=data.max_long_side,
         sampling_rate=data.sampling_rate,
+        clip_fps=data.fps,
         mean=tuple(data.mean),
         std=tuple(data.std),
     )
