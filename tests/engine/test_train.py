@@ -469,3 +469,16 @@ def test_evaluation_epochs_of_the_configs():
         11,
         12,
     ]
+
+
+def test_the_loss_window_keeps_its_own_copy_of_a_step_loss():
+    """Under torchrun the step's loss is summed over processes in place after the window took it;
+    the window's first value aliased it, so the logged loss counted world_size times."""
+    from evad.engine.runlog import LossWindow
+
+    window = LossWindow()
+    loss = torch.tensor(2.0)
+    window.add({"loss": loss}, clips=1)
+    loss.mul_(2)  # what torch.distributed.all_reduce(group_loss) does with 2 processes
+    window.add({"loss": torch.tensor(4.0)}, clips=1)
+    assert window.means() == {"loss": 3.0}

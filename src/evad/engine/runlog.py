@@ -85,8 +85,8 @@ class LossWindow:
 
     def add(self, terms: dict[str, torch.Tensor], clips: int) -> None:
         for key, value in terms.items():
-            value = value.detach().float()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            value = value.detach().to(torch.float32, copy=True)  # not a view of the caller's tensor,
+            self.sums[key] = self.sums[key] + value if key in self.sums else value  # reduced in place
         self.count += 1
         self.clips += clips
 
