@@ -123,6 +123,27 @@ def test_cli_errors_are_one_line(tmp_path, config_file, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--keep-rate", "1.5"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["detect", "v.mp4", "--person-treshold", "0.5"],
+            "evad detect: error: unrecognized arguments: --person-treshold 0.5 "
+            "(did you mean --person-threshold?)",
+        ),
+        (
+            ["evaluate", "tubes", "--groundtruth", "g.pkl", "--detections", "d.csv", "--bogus"],
+            "evad evaluate tubes: error: unrecognized arguments: --bogus",
+        ),
+    ],
+)
+def test_an_unknown_option_is_named_with_its_commands_usage(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(f"usage: evad {argv[0]}") and expected in err
+
+
 def test_help_lists_the_commands(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -50,6 +50,26 @@ def process_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extra: list[str]) -> None:
+    """Exit with the usage of the (sub-)command the arguments name and, for a misspelt option,
+    the closest one it has: `evad detect v.mp4 --person-treshold 0.5` names --person-threshold."""
+    import difflib
+
+    command = parser
+    for token in argv:  # descend through `evaluate ava`, `visualize tokens`, ...
+        sub = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and token in sub.choices:
+            command = sub.choices[token]
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    options = [o for action in command._actions for o in action.option_strings]
+    for token in extra:
+        close = difflib.get_close_matches(token.split("=")[0], options, n=1) if token.startswith("--") else []
+        if close:
+            message += f" (did you mean {close[0]}?)"
+            break
+    command.error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -58,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _unrecognized(parser, list(argv if argv is not None else sys.argv[1:]), extra)
     try:
         result = args.func(args)
     except UserError as err:
