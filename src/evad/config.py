@@ -268,6 +268,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.num_workers": (lambda v: v >= 0, "an integer >= 0"),
     "model.preset": (lambda v: v in PRESETS, f"one of {', '.join(sorted(PRESETS))}"),
     "model.keep_rate": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "model.patch_size": (lambda v: v >= 1 and 32 % v == 0, "a divisor of 32 (the pyramid's coarsest stride)"),
 }
 
 

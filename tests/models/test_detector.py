@@ -234,3 +234,24 @@ def test_image_sizes_may_be_plain_lists():
     with torch.no_grad():
         out = model(torch.zeros(2, 3, 16, 64, 64), image_sizes=[(64, 48), (32, 64)])
     assert out["image_sizes"].tolist() == [[64.0, 48.0], [32.0, 64.0]]
+
+
+@pytest.mark.parametrize("patch_size", [8, 16, 32])
+def test_pyramid_levels_keep_strides_4_to_32_for_any_patch_size(patch_size):
+    """The localization head pools level l as stride 2**l: the pyramid must have those strides."""
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES, patch_size=patch_size).eval()
+    grid = (64 // patch_size, 96 // patch_size)
+    maps = [torch.randn(1, 64, *grid) for _ in range(4)]
+    levels = model.fpn(maps)
+    assert [tuple(p.shape[-2:]) for p in levels] == [(64 // s, 96 // s) for s in (4, 8, 16, 32)]
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 16, 64, 96))
+    assert out["pred_boxes"].shape == (1, 10, 4)
+
+
+def test_a_patch_size_the_pyramid_cannot_use_is_refused():
+    with pytest.raises(ValueError, match="patch size that divides 32, got 12"):
+        evad.create_model("tiny", num_classes=NUM_CLASSES, patch_size=12)
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES, patch_size=8).eval()
+    with pytest.raises(ValueError, match="multiples of the patch size 8 and at least 32, got 16x64"):
+        model(torch.zeros(1, 3, 16, 16, 64))

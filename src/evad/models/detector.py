@@ -18,11 +18,12 @@ from evad.models.vit import VideoViT
 
 def check_input_size(height: int, width: int, patch_size: int) -> None:
     """ValueError unless clips of `height` x `width` pixels fit the detector: multiples of the patch
-    size, and at least two patches each way (the pyramid's stride-32 level halves the patch grid)."""
+    size, at least two patches each way and at least 32 pixels (the pyramid's stride-32 level)."""
     p = patch_size
-    if height < 2 * p or width < 2 * p or height % p or width % p:
+    least = max(2 * p, 32)
+    if height < least or width < least or height % p or width % p:
         raise ValueError(
-            f"clip height and width must be multiples of the patch size {p} and at least {2 * p}, "
+            f"clip height and width must be multiples of the patch size {p} and at least {least}, "
             f"got {height}x{width}"
         )
 

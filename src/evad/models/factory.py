@@ -228,7 +228,10 @@ def build_model(cfg: ModelConfig) -> EVAD:
         checkpoint_interaction=cfg.checkpoint_interaction,
     )
     return EVAD(
-        build_backbone(cfg), SimpleFPN(cfg.embed_dim, cfg.fpn_dim), localization, build_action_head(cfg)
+        build_backbone(cfg),
+        SimpleFPN(cfg.embed_dim, cfg.fpn_dim, cfg.patch_size),
+        localization,
+        build_action_head(cfg),
     )
 
 
