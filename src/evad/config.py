@@ -667,6 +667,12 @@ def _build(raw: dict[str, Any]) -> Config:
         data = DataConfig(**sections["data"])
     except ValueError as err:
         raise UserError(f"data: {err}") from None
+    model_frames = model_values.get("num_frames", PRESETS[preset].num_frames)
+    if data.num_frames != model_frames:
+        raise UserError(
+            f"data.num_frames={data.num_frames} but the model takes model.num_frames={model_frames} "
+            "frames: set both to the same number"
+        )
     evaluation = EvalConfig(**sections["eval"])
     if evaluation.ava_input_order and evaluation.ava_max_per_keyframe:
         raise UserError(

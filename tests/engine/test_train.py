@@ -482,3 +482,12 @@ def test_the_loss_window_keeps_its_own_copy_of_a_step_loss():
     loss.mul_(2)  # what torch.distributed.all_reduce(group_loss) does with 2 processes
     window.add({"loss": torch.tensor(4.0)}, clips=1)
     assert window.means() == {"loss": 3.0}
+
+
+def test_model_options_no_module_accepts_are_a_user_error_before_training(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=r"^model: num_frames=16 must be a multiple of tubelet_size=3$"):
+        train(make_config(out, "model.tubelet_size=3"), data=make_data(), progress=False)
+    with pytest.raises(UserError, match=r"^model: dim=64 must be divisible by num_heads=3$"):
+        train(make_config(out, "model.num_heads=3"), data=make_data(), progress=False)
+    assert not (out / "last.pt").exists()

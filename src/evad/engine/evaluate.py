@@ -44,6 +44,7 @@ from evad.engine.checkpoint import unwrap
 from evad.errors import UserError, raised_alike_by_every_process
 from evad.evaluation.ava import MAX_DETECTIONS_PER_KEYFRAME
 from evad.fileio import make_dirs, write_atomically, write_json_atomically
+from evad.models.detector import EVAD
 from evad.models.factory import ModelConfig, build_model, build_postprocess
 from evad.models.postprocess import PostProcess
 
@@ -409,6 +410,17 @@ def evaluate(
 # Building and evaluating a checkpoint
 
 
+def make_model(config: Config, num_classes: int) -> tuple[ModelConfig, EVAD]:
+    """The config's `ModelConfig` for `num_classes` and the model it builds. Options that no module
+    accepts (a tubelet that does not divide the frames, heads that do not divide a width, ...) are a
+    `UserError` naming them, before any training or evaluation runs."""
+    model_cfg = config.model.model_config(num_classes)
+    try:
+        return model_cfg, build_model(model_cfg)
+    except ValueError as err:
+        raise UserError(f"model: {err}") from None
+
+
 def make_postprocess(config: Config, model_cfg: ModelConfig) -> PostProcess:
     """Post-processing with `eval.person_threshold`, or the model's threshold when that is None."""
     return build_postprocess(model_cfg, config.eval.person_threshold)
@@ -478,8 +490,7 @@ def evaluate_checkpoint(
                     f"{path}: the model predicts {stored_classes} classes, the validation set has "
                     f"{num_classes}"
                 )
-            model_cfg = config.model.model_config(num_classes)
-            model = build_model(model_cfg)
+            model_cfg, model = make_model(config, num_classes)
             ckpt.load_model_state(model, state["model"], str(path))
         model.to(info.device)
         amp = config.train.amp if info.device.type == "cuda" else "none"

@@ -63,6 +63,7 @@ from evad.engine.evaluate import (
     autocast_context,
     build_val_data,
     evaluate,
+    make_model,
     make_postprocess,
     to_float32,
 )
@@ -71,7 +72,7 @@ from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, LossWindow, RunLog
 from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs, remove_stale_temporaries
 from evad.losses import SetCriterion
-from evad.models.factory import build_criterion, build_model
+from evad.models.factory import build_criterion
 
 logger = logging.getLogger(__name__)
 
@@ -607,8 +608,8 @@ def _train(
         data = build_data(config)
     torch.manual_seed(tc.seed)  # the initial weights depend on the seed alone
     num_classes = int(data.train_set.num_classes)
-    model_cfg = config.model.model_config(num_classes)
-    model = build_model(model_cfg).to(device)
+    model_cfg, model = make_model(config, num_classes)
+    model.to(device)
     criterion = build_criterion(model_cfg).to(device)
     postprocess = make_postprocess(config, model_cfg)
     if config.model.pretrained and state is None:

@@ -127,8 +127,7 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
     """A model trained by `evad train`: architecture, classes and input settings come from the file."""
     from evad.config import config_from_dict
     from evad.engine import checkpoint as ckpt
-    from evad.engine.evaluate import make_postprocess
-    from evad.models import build_model
+    from evad.engine.evaluate import make_model, make_postprocess
 
     state = ckpt.load_checkpoint(path)
     if "config" not in state or "dataset" not in state:
@@ -153,8 +152,7 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
                 f"{labelmap}: does not name exactly the checkpoint's classes ({'; '.join(parts)})"
             )
         class_names = [names[c] for c in class_ids]
-    model_cfg = config.model.model_config(len(class_ids))
-    model = build_model(model_cfg)
+    model_cfg, model = make_model(config, len(class_ids))
     ckpt.load_model_state(model, state["model"], str(path))
     data = config.data
     inputs = InputSettings(
