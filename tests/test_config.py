@@ -119,6 +119,7 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "model.keep_rate=0", ["command line", "model.keep_rate", "(0, 1]"]),
         ("", "model.patch_size=12", ["command line", "model.patch_size", "divisor of 32"]),
         ("", "data.num_frames=8", ["data.num_frames=8", "model.num_frames=16", "same number"]),
+        ("", "data.size_divisor=10", ["data.size_divisor=10", "patch size 16"]),
         ("", "data.classes=[a]", ["command line", "data.classes", "integers or null"]),
         ("", "train.epochs", ["command line", "section.key=value"]),
         ("", "output_dir.x=1", ["command line", "output_dir"]),

@@ -667,12 +667,7 @@ def _build(raw: dict[str, Any]) -> Config:
         data = DataConfig(**sections["data"])
     except ValueError as err:
         raise UserError(f"data: {err}") from None
-    model_frames = model_values.get("num_frames", PRESETS[preset].num_frames)
-    if data.num_frames != model_frames:
-        raise UserError(
-            f"data.num_frames={data.num_frames} but the model takes model.num_frames={model_frames} "
-            "frames: set both to the same number"
-        )
+    _check_data_fits_model(data, dataclasses.replace(PRESETS[preset], **model_values))
     evaluation = EvalConfig(**sections["eval"])
     if evaluation.ava_input_order and evaluation.ava_max_per_keyframe:
         raise UserError(
@@ -680,6 +675,20 @@ def _build(raw: dict[str, Any]) -> Config:
             f"eval.ava_max_per_keyframe=0, not {evaluation.ava_max_per_keyframe}"
         )
     return Config(model, data, TrainConfig(**sections["train"]), evaluation, output_dir)
+
+
+def _check_data_fits_model(data: DataConfig, model: ModelConfig) -> None:
+    """UserError unless the clips the data section makes are clips the model takes."""
+    if data.num_frames != model.num_frames:
+        raise UserError(
+            f"data.num_frames={data.num_frames} but the model takes model.num_frames={model.num_frames} "
+            "frames: set both to the same number"
+        )
+    if data.size_divisor % model.patch_size:
+        raise UserError(
+            f"data.size_divisor={data.size_divisor} must be a multiple of the model's patch size "
+            f"{model.patch_size}: clips are padded to it"
+        )
 
 
 def _check_output_dir(item: Any) -> str:

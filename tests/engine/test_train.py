@@ -490,4 +490,6 @@ def test_model_options_no_module_accepts_are_a_user_error_before_training(tmp_pa
         train(make_config(out, "model.tubelet_size=3"), data=make_data(), progress=False)
     with pytest.raises(UserError, match=r"^model: dim=64 must be divisible by num_heads=3$"):
         train(make_config(out, "model.num_heads=3"), data=make_data(), progress=False)
+    with pytest.raises(UserError, match=r"^model: tap_layers must name 4 blocks, .* got \[0, 1\]$"):
+        train(make_config(out, "model.tap_layers=[0,1]"), data=make_data(), progress=False)
     assert not (out / "last.pt").exists()

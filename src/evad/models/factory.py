@@ -213,6 +213,8 @@ def build_model(cfg: ModelConfig) -> EVAD:
     """Assemble the detector described by `cfg`."""
     if cfg.num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {cfg.num_classes}")
+    if len(cfg.tap_layers) != 4:
+        raise ValueError(f"tap_layers must name 4 blocks, one per pyramid level, got {list(cfg.tap_layers)}")
     localization = QueryLocalizationHead(
         num_queries=cfg.num_queries,
         num_stages=cfg.num_stages,
