@@ -269,7 +269,38 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.preset": (lambda v: v in PRESETS, f"one of {', '.join(sorted(PRESETS))}"),
     "model.keep_rate": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "model.patch_size": (lambda v: v >= 1 and 32 % v == 0, "a divisor of 32 (the pyramid's coarsest stride)"),
+    "model.mlp_ratio": (lambda v: v > 0, "a number > 0"),
+    "model.decoder_mlp_ratio": (lambda v: v > 0, "a number > 0"),
+    "model.drop_path_rate": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "model.decoder_drop_path": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "model.loc_dropout": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "model.keyframe_weight": (lambda v: v > 0, "a number > 0"),
+    "model.person_threshold": (_in_unit, "a number in [0, 1]"),
+    "model.no_object_weight": (lambda v: v >= 0, "a number >= 0"),
+    "model.roi_extend": (lambda v: min(v) >= 0, "two numbers >= 0 (fractions of the box's width and height)"),
+    "model.prune_layers": (lambda v: len(set(v)) == len(v), "distinct block indices"),
+    "model.tap_layers": (
+        lambda v: len(v) == 4 and list(v) == sorted(v),
+        "4 block indices in order, one per pyramid level, finest first (a block may feed two)",
+    ),
+    "model.loss_weights": (
+        lambda v: min(v.values()) >= 0 and any(v[k] > 0 for k in ("ce", "bbox", "giou") if k in v),
+        "numbers >= 0, not all of ce, bbox and giou 0 (they are the matching costs)",
+    ),
 }
+# Model sizes and counts that must be at least 1 (widths, heads, depths, queries, pooler outputs).
+_CHECKS.update(
+    (f"model.{key}", (lambda v: v >= 1, "an integer >= 1"))
+    for key in (
+        "embed_dim", "depth", "num_heads", "tubelet_size", "num_frames", "pretrain_img_size", "fpn_dim",
+        "num_queries", "num_stages", "loc_heads", "loc_feedforward", "dim_dynamic", "pooler_resolution",
+        "decoder_dim", "decoder_depth", "decoder_heads", "act_dim", "actor_pooler_resolution",
+    )
+)  # fmt: skip
+_CHECKS.update(
+    (f"model.{key}", (lambda v: v >= 0, "an integer >= 0"))
+    for key in ("cls_layers", "reg_layers", "act_layers")
+)
 
 
 def _field_type(dotted: str) -> Any:
@@ -667,7 +698,9 @@ def _build(raw: dict[str, Any]) -> Config:
         data = DataConfig(**sections["data"])
     except ValueError as err:
         raise UserError(f"data: {err}") from None
-    _check_data_fits_model(data, dataclasses.replace(PRESETS[preset], **model_values))
+    model_cfg = dataclasses.replace(PRESETS[preset], **model_values)
+    _check_model(model_cfg)
+    _check_data_fits_model(data, model_cfg)
     evaluation = EvalConfig(**sections["eval"])
     if evaluation.ava_input_order and evaluation.ava_max_per_keyframe:
         raise UserError(
@@ -675,6 +708,29 @@ def _build(raw: dict[str, Any]) -> Config:
             f"eval.ava_max_per_keyframe=0, not {evaluation.ava_max_per_keyframe}"
         )
     return Config(model, data, TrainConfig(**sections["train"]), evaluation, output_dir)
+
+
+# (width, heads) pairs of the model: each width is split evenly among its heads.
+_SPLIT_WIDTHS = (("embed_dim", "num_heads"), ("fpn_dim", "loc_heads"), ("decoder_dim", "decoder_heads"))
+
+
+def _check_model(model: ModelConfig) -> None:
+    """UserError for model options that are each valid but do not fit together."""
+    for width, heads in _SPLIT_WIDTHS:
+        if getattr(model, width) % getattr(model, heads):
+            raise UserError(
+                f"model.{heads}={getattr(model, heads)} must divide model.{width}={getattr(model, width)}"
+            )
+    if model.num_frames % model.tubelet_size:
+        raise UserError(
+            f"model.tubelet_size={model.tubelet_size} must divide model.num_frames={model.num_frames}"
+        )
+    for key in ("prune_layers", "tap_layers"):
+        layers = list(getattr(model, key))
+        if any(not 0 <= i < model.depth for i in layers):
+            raise UserError(
+                f"model.{key}={layers} must be blocks of model.depth={model.depth}: 0 to {model.depth - 1}"
+            )
 
 
 def _check_data_fits_model(data: DataConfig, model: ModelConfig) -> None:
