@@ -286,3 +286,27 @@ def test_sampling_rate_zero_repeats_the_keyframe(cfg: DataConfig) -> None:
     assert set(frames.tolist()) == {frames[cfg.num_frames // 2]}
     clip = data[0]["clip"]
     assert torch.equal(clip, clip[:, :1].expand_as(clip))
+
+
+def test_a_validation_set_with_nothing_to_score_is_named_before_training(
+    cfg: DataConfig, tmp_path: Path
+) -> None:
+    """The evaluation would fail only after the first epoch; the data says so when it is built."""
+    val_rows = tmp_path / "val.csv"
+    val_rows.write_text("synth_0002,2,0.1,0.2,0.5,0.6,1,0\n")
+    cfg = replace(cfg, val_annotations=str(val_rows), classes=[1, 4])
+    assert build_dataset(cfg, "val").class_ids == [1, 4]
+    assert build_dataset(replace(cfg, classes=[4]), "train").class_ids == [4]  # training has boxes of 4
+    assert (
+        error(replace(cfg, classes=[4]), "val")
+        == f"{val_rows}: no boxes of the scored classes [4] outside the exclusions: nothing to score"
+    )
+    (tmp_path / "scored.pbtxt").write_text('item {\n  name: "run"\n  id: 5\n}\n')
+    scored = replace(cfg, eval_labelmap=str(tmp_path / "scored.pbtxt"))
+    assert (
+        error(scored, "val")
+        == f"{tmp_path / 'scored.pbtxt'}: names none of the trained classes [1, 4]: nothing to score"
+    )
+    assert str(tmp_path / "nope.pbtxt") in error(
+        replace(cfg, eval_labelmap=str(tmp_path / "nope.pbtxt")), "val"
+    )

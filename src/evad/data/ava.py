@@ -91,6 +91,16 @@ class AvaDataset(ClipDataset):
             raise UserError(
                 f"{annotations}: no keyframes with boxes of the classes {class_ids} outside the exclusions"
             )
+        if split != "train":  # what the evaluation will find, found before any training
+            scored_names = read_labelmap(scored)
+            scored_ids = [c for c in class_ids if c in scored_names]
+            if not scored_ids:
+                raise UserError(f"{scored}: names none of the trained classes {class_ids}: nothing to score")
+            if not targets.labels[:, [class_ids.index(c) for c in scored_ids]].any():
+                raise UserError(
+                    f"{annotations}: no boxes of the scored classes {scored_ids} outside the exclusions: "
+                    "nothing to score"
+                )
         super().__init__(
             targets,
             source,
