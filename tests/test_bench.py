@@ -77,8 +77,6 @@ def test_json_is_never_overwritten(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--keep-rate", "1.0", "1.5"], "outside (0, 1]"),
-        (["--keep-rate", "0"], "outside (0, 1]"),
         (["--img-size", "60"], "multiples of the patch size 16"),
         (["--img-size", "16"], "at least 32"),  # one patch: no stride-32 pyramid level
         (["--train", "--backbone-only"], "whole detector"),

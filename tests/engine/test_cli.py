@@ -120,7 +120,29 @@ def test_cli_errors_are_one_line(tmp_path, config_file, capsys):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt")]) == 2
     assert "junk.pt" in capsys.readouterr().err
-    assert main(["eval", "--checkpoint", str(tmp_path / "junk.pt"), "--keep-rate", "1.5"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "junk.pt"],
+        ["detect", "v.mp4"],  # not blamed on the video
+        ["visualize", "tokens", "v.mp4"],
+        ["export", "--model", "tiny"],
+        ["flops", "--model", "tiny"],
+        ["bench", "--model", "tiny", "--keep-rate", "1.0"],
+    ],
+)
+@pytest.mark.parametrize("rate", ["0", "1.5", "nan"])
+def test_every_keep_rate_option_takes_only_rates_in_0_1(argv, rate, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--keep-rate", rate] if argv[0] != "bench" else [*argv, rate])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    command = " ".join(argv[:2] if argv[0] == "visualize" else argv[:1])
+    assert (
+        err.splitlines()[-1] == f"evad {command}: error: argument --keep-rate: must be in (0, 1], got {rate}"
+    )
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,6 @@ def test_attention_picture_has_a_row_per_actor(video, tmp_path, capsys):
         (["--person-threshold", "1"], "no actor at 1.00 s has a person score >= 1.0"),
         (["--person-threshold", "0", "--block", "5"], "block must be in [-2, 1]"),
         (["--time", "9"], "outside the video"),
-        (["--keep-rate", "0"], "--keep-rate"),
     ],
 )
 def test_bad_options_are_one_line_errors(video, tmp_path, capsys, extra, message):

@@ -23,6 +23,14 @@ def probability(text: str) -> float:
     return value
 
 
+def keep_rate(text: str) -> float:
+    """argparse type: a token keep rate in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def positive(kind: type) -> Callable[[str], float]:
     """argparse type: a finite `kind` (int or float) above 0."""
 

@@ -9,6 +9,7 @@ import argparse
 import shlex
 from pathlib import Path
 
+from evad.cli.arguments import keep_rate
 from evad.errors import UserError
 from evad.fileio import check_output_file
 
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--keep-rate",
-        type=float,
+        type=keep_rate,
         nargs="+",
         default=list(DEFAULT_KEEP_RATES),
         metavar="RHO",
@@ -73,7 +74,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Raise UserError on any argument mistake, before the (long) measurement starts."""
-    from evad.layers.token_pruning import check_keep_rate
     from evad.models import get_config
     from evad.models.detector import check_input_size
 
@@ -81,11 +81,6 @@ def _check_args(args: argparse.Namespace) -> None:
         cfg = get_config(args.model, num_classes=args.num_classes)
     except ValueError as err:
         raise UserError(f"--model: {err}") from None
-    for rho in args.keep_rate:
-        try:
-            check_keep_rate(rho)
-        except ValueError:
-            raise UserError(f"--keep-rate: {rho} is outside (0, 1]") from None
     for size in args.img_size:
         try:
             check_input_size(size, size, cfg.patch_size)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import device, non_negative_int, positive, probability
+from evad.cli.arguments import device, keep_rate, non_negative_int, positive, probability
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
 
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--out", default="detections", help="output folder (default: detections)")
-    parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
+    parser.add_argument("--keep-rate", type=keep_rate, help="token keep rate rho (default: the model's)")
     parser.add_argument(
         "--person-threshold",
         type=probability,

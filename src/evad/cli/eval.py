@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from evad.cli.arguments import keep_rate
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -28,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config (default: the checkpoint's)")
     parser.add_argument(
         "--keep-rate",
-        type=float,
+        type=keep_rate,
         metavar="R",
         help="token keep rate (default: eval.keep_rate, then the model's)",
     )
@@ -47,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
     from evad.errors import UserError
     from evad.weights.evad_format import is_weights_path
 
-    if args.keep_rate is not None and not 0 < args.keep_rate <= 1:
-        raise UserError(f"--keep-rate must be in (0, 1], got {args.keep_rate}")
     if args.config is None and is_weights_path(args.checkpoint):
         from evad.engine.checkpoint import load_checkpoint
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import positive
+from evad.cli.arguments import keep_rate, positive
 from evad.errors import UserError
 from evad.fileio import make_dirs
 
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-classes", type=positive(int), help="action classes of --model (default 80)")
     parser.add_argument("--labelmap", help="AVA label map .pbtxt naming the classes in the file's metadata")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="default: onnx")
-    parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
+    parser.add_argument("--keep-rate", type=keep_rate, help="token keep rate rho (default: the model's)")
     parser.add_argument(
         "--img-size",
         type=int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from evad.cli.arguments import keep_rate
 from evad.errors import UserError
 
 
@@ -17,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="model preset (default: vit-b)")
     parser.add_argument("--img-size", type=int, help="square input side in pixels (default: 224)")
-    parser.add_argument("--keep-rate", type=float, default=None, help="token keep rate (default: preset's)")
+    parser.add_argument(
+        "--keep-rate", type=keep_rate, default=None, help="token keep rate (default: preset's)"
+    )
     parser.add_argument("--num-classes", type=int, default=80)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true", help="print the paper comparison as Markdown")

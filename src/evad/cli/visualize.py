@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from evad.cli.arguments import device, positive, probability
+from evad.cli.arguments import device, keep_rate, positive, probability
 from evad.cli.detect import add_model_arguments, chosen_person_threshold, load_model
 from evad.cli.messages import warnings_as_lines
 from evad.errors import UserError
@@ -33,7 +33,7 @@ def _seconds(text: str) -> float:
 def _common(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("video", metavar="VIDEO", help="video file PyAV can decode")
     add_model_arguments(parser)
-    parser.add_argument("--keep-rate", type=float, help="token keep rate rho (default: the model's)")
+    parser.add_argument("--keep-rate", type=keep_rate, help="token keep rate rho (default: the model's)")
     parser.add_argument(
         "--time", type=_seconds, help="keyframe time in seconds (default: the middle of the video)"
     )
