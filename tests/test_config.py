@@ -118,7 +118,7 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "train.betas=[0.9]", ["command line", "train.betas", "a list of 2"]),
         ("", "model.keep_rate=0", ["command line", "model.keep_rate", "(0, 1]"]),
         ("", "model.patch_size=12", ["command line", "model.patch_size", "divisor of 32"]),
-        ("", "data.num_frames=8", ["data.num_frames=8", "model.num_frames=16", "same number"]),
+        ("", "data.num_frames=8", ["data.num_frames=8", "model.num_frames=16 frames"]),
         ("", "data.size_divisor=10", ["data.size_divisor=10", "patch size 16"]),
         ("", "model.num_queries=0", ["command line", "model.num_queries", ">= 1"]),
         ("", "model.drop_path_rate=1.5", ["command line", "model.drop_path_rate", "[0, 1)"]),

@@ -737,8 +737,8 @@ def _check_data_fits_model(data: DataConfig, model: ModelConfig) -> None:
     """UserError unless the clips the data section makes are clips the model takes."""
     if data.num_frames != model.num_frames:
         raise UserError(
-            f"data.num_frames={data.num_frames} but the model takes model.num_frames={model.num_frames} "
-            "frames: set both to the same number"
+            f"data.num_frames={data.num_frames} does not match the model's input, "
+            f"model.num_frames={model.num_frames} frames"
         )
     if data.size_divisor % model.patch_size:
         raise UserError(

@@ -56,6 +56,9 @@ def test_a_preset_has_random_weights_and_numbered_classes():
     assert loaded.random_weights and loaded.class_ids == [1, 2, 3] and loaded.inputs.short_side == 256
     with pytest.raises(UserError, match="unknown model"):
         load_detector(preset="vit-z")
+    for checkpoint in (None, "best.pt"):  # the packaged model, a checkpoint: their classes are stored
+        with pytest.raises(UserError, match=r"^--num-classes applies to --model only"):
+            load_detector(checkpoint, num_classes=3)
 
 
 def test_without_a_source_the_packaged_model_is_loaded_if_installed(tmp_path, monkeypatch):

@@ -60,8 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace) -> LoadedModel:
     from evad.inference.pretrained import load_detector
 
-    if args.num_classes is not None and args.model is None:
-        raise UserError("--num-classes applies to --model only (a checkpoint stores its classes)")
     return load_detector(args.checkpoint, args.model, num_classes=args.num_classes, labelmap=args.labelmap)
 
 

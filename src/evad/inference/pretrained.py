@@ -104,6 +104,8 @@ def load_detector(
         UserError: For an unreadable checkpoint, an unknown preset, no packaged model installed, or a
             label map that does not name a checkpoint's class ids.
     """
+    if preset is None and num_classes is not None:
+        raise UserError("--num-classes applies to --model only (a checkpoint stores its classes)")
     if checkpoint is None and preset is None:
         checkpoint = packaged_checkpoint()
         if not checkpoint.exists():
