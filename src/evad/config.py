@@ -262,7 +262,14 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.flip_prob": (_in_unit, "a probability in [0, 1]"),
     "data.color_jitter": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "data.size_divisor": (lambda v: v >= 1, "an integer >= 1"),
-    "data.std": (lambda v: min(v) > 0, "three numbers > 0"),
+    "data.mean": (
+        lambda v: all(0 <= m <= 1 for m in v),
+        "three numbers in [0, 1] (of RGB in [0, 1], not 0-255)",
+    ),
+    "data.std": (
+        lambda v: all(0 < s <= 1 for s in v),
+        "three numbers in (0, 1] (of RGB in [0, 1], not 0-255)",
+    ),
     "data.train_stride": (lambda v: v >= 1, "an integer >= 1"),
     "data.val_stride": (lambda v: v >= 1, "an integer >= 1"),
     "data.num_workers": (lambda v: v >= 0, "an integer >= 0"),
