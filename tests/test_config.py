@@ -120,6 +120,8 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "model.patch_size=12", ["command line", "model.patch_size", "divisor of 32"]),
         ("", "data.num_frames=8", ["data.num_frames=8", "model.num_frames=16 frames"]),
         ("", "data.size_divisor=10", ["data.size_divisor=10", "patch size 16"]),
+        ("", "train.seed=-1", ["command line", "train.seed", "[0, 2**63)"]),
+        ("", "train.seed=99999999999999999999", ["command line", "train.seed", "[0, 2**63)"]),
         ("", "data.mean=[123.7,116.3,103.5]", ["command line", "data.mean", "not 0-255"]),
         ("", "data.std=[58.4,57.1,57.4]", ["command line", "data.std", "not 0-255"]),
         ("", "data.std=[0.2,0,0.2]", ["command line", "data.std", "(0, 1]"]),

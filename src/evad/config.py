@@ -241,6 +241,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.checkpoint_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.log_every": (lambda v: v >= 1, "an integer >= 1"),
     "train.device": (lambda v: v in DEVICES, f"one of {', '.join(DEVICES)}"),
+    "train.seed": (lambda v: 0 <= v < 2**63, "an integer in [0, 2**63)"),
     "train.max_steps": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.keep_rate": (lambda v: v is None or 0 < v <= 1, "a number in (0, 1] or null"),

@@ -285,6 +285,14 @@ def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert str(out) in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("command", "seed"), [("data synth", "-1"), ("demo", "99999999999999999999")])
+def test_a_seed_torch_and_numpy_cannot_take_is_refused(command, seed, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*command.split(), "--out", str(tmp_path / "out"), "--seed", seed])
+    assert capsys.readouterr().err.endswith(f"error: argument --seed: must be in [0, 2**63), got {seed}\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_less_clutter_changes_pixels_not_annotations() -> None:
     from dataclasses import replace
 

@@ -241,6 +241,10 @@ def test_sigterm_during_evaluation_saves_the_epoch(tmp_path, config_file, tiny_d
             torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total"),
             "evad: error: out of GPU memory: one allocation needed 2.00 GiB;",
         ),
+        (  # NumPy's (`evad data synth --size 100000 100000`)
+            MemoryError("Unable to allocate 169. GiB for an array with shape (100000, 100000, 3, 6)"),
+            "evad: error: out of CPU memory: one allocation needed 169 GiB;",
+        ),
     ],
 )
 def test_running_out_of_memory_is_one_line(error, line, monkeypatch, capsys):

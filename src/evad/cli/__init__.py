@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and let nothing else write into the closed pipe at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE
-    except RuntimeError as err:
+    except (RuntimeError, MemoryError) as err:
         message = out_of_memory_message(err)
         if message is None:
             raise
@@ -104,18 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def out_of_memory_message(err: BaseException) -> str | None:
-    """One line for a failed allocation (CUDA's `torch.OutOfMemoryError` or the CPU allocator's
-    RuntimeError), None for any other error: a resource limit, not a bug, needs no traceback."""
+    """One line for a failed allocation (CUDA's `torch.OutOfMemoryError`, the CPU allocator's
+    RuntimeError or NumPy's MemoryError), None for any other error: a resource limit, not a bug,
+    needs no traceback."""
     text = str(err)
-    cpu = "DefaultCPUAllocator: can't allocate memory" in text
+    cpu = "DefaultCPUAllocator: can't allocate memory" in text or isinstance(err, MemoryError)
     if not cpu and type(err).__name__ != "OutOfMemoryError":
         return None
     size = re.search(r"allocate (\d+) bytes", text)  # CPU: "tried to allocate 4000000000000 bytes"
     if size is not None:
         amount = f"{int(size.group(1)) / 2**30:.1f} GiB"
     else:
-        size = re.search(r"allocate ([\d.]+ [KMGT]iB)", text)  # CUDA: "Tried to allocate 2.00 GiB"
-        amount = size.group(1) if size else "more memory"
+        # CUDA: "Tried to allocate 2.00 GiB"; NumPy: "Unable to allocate 169. GiB for an array ..."
+        size = re.search(r"allocate ([\d.]+ [KMGTP]iB)", text)
+        amount = size.group(1).replace(". ", " ") if size else "more memory"  # NumPy's "169. GiB"
     device = "CPU" if cpu else "GPU"
     return (
         f"out of {device} memory: one allocation needed {amount}; "

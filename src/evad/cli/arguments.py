@@ -31,6 +31,17 @@ def keep_rate(text: str) -> float:
     return value
 
 
+SEED_LIMIT = 2**63  # torch.manual_seed takes a signed 64-bit integer
+
+
+def seed(text: str) -> int:
+    """argparse type: a random seed, a whole number in [0, 2**63)."""
+    value = int(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {text}")
+    return value
+
+
 def positive(kind: type) -> Callable[[str], float]:
     """argparse type: a finite `kind` (int or float) above 0."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from evad.cli.arguments import seed
+
 # The generator's defaults (`evad.data.synthetic.SynthConfig`; not imported, so `evad` starts quickly).
 DEFAULT_WORLD = {"actor_height": (0.3, 0.55), "max_actors": 6, "background_shapes": (25, 45)}
 
@@ -57,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     synth.add_argument("--out", required=True, help="output directory (must be new or empty)")
     synth.add_argument("--videos", type=int, default=16, help="number of videos (default: 16)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    synth.add_argument("--seed", type=seed, default=0, help="random seed (default: 0)")
     synth.add_argument(
         "--size", type=int, nargs=2, metavar=("H", "W"), default=None, help="frame size (default: 128 171)"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from evad.cli.arguments import seed
 from evad.cli.data import add_world_arguments
 from evad.demo import DemoSettings
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         background_shapes=DemoSettings.background_shapes,
         as_defaults=True,
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the benchmark and the training (0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the benchmark and the training (0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished demo in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
