@@ -360,6 +360,13 @@ def test_bad_label_maps(tmp_path):
         read_labelmap(path)
     path.write_text('item {\n    name: "a"\n    id: 3\n    display_name: "A"\n}\n')  # any indentation
     assert read_labelmap(path) == {3: "a"}
+    # An id without a name of its own used to take the previous item's name.
+    path.write_text('item {\n  name: "stand"\n  id: 1\n}\nitem {\n  id: 51\n}\n')
+    with pytest.raises(UserError, match=re.escape(f"{path}:6: class id 51 has no name")):
+        read_labelmap(path)
+    # Protobuf text on one line, comments, and a name holding "id:" read as they say.
+    path.write_text('# AVA subset\nitem { name: "stand" id: 1 }\nitem { name: "hold id: 9" label_id: 2 }\n')
+    assert read_labelmap(path) == {1: "stand", 2: "hold id: 9"}
 
 
 def test_groundtruth_errors(tmp_path):

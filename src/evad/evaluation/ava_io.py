@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -80,14 +81,15 @@ def keyframe_key(video_id: str, second: object) -> Key:
 
 
 def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
-    """Read a label map ``.pbtxt``: ``name: "..."`` lines, each followed by ``id: N`` or ``label_id: N``.
+    """Read a label map ``.pbtxt``: items of a ``name: "..."`` followed by ``id: N`` or ``label_id: N``.
 
     Returns:
         Class id -> name, in file order (a repeated id keeps its last name, as officially).
 
     Raises:
-        UserError: If the file cannot be read, a line is malformed, an id is below 1 (the official
-            scorer rejects it), or the file has no ids at all.
+        UserError: If the file cannot be read, a field is malformed, an id is below 1 (the official
+            scorer rejects it) or has no name of its own (the official reader gives it the name
+            before), or the file has no ids at all.
     """
     source = str(path)
     try:
@@ -95,24 +97,31 @@ def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"cannot read label map {source}: {err}") from None
     names: dict[int, str] = {}
-    name = ""
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if stripped.startswith("name:"):
-            parts = stripped.split('"')
-            if len(parts) < 3:
-                raise UserError(f"{source}:{lineno}: expected a quoted class name, got {stripped!r}")
-            name = parts[1]
-        elif stripped.startswith(("id:", "label_id:")):
-            value = stripped.split(":", 1)[1].strip()
-            try:
-                class_id = int(value)
-            except ValueError:
-                raise UserError(f"{source}:{lineno}: class id {value!r} is not an integer") from None
-            if class_id < 1:
-                raise UserError(f"{source}:{lineno}: class id {class_id} is below 1")
-            names.pop(class_id, None)
-            names[class_id] = name
+    name = None  # the name no id has taken yet
+    text = re.sub(r"(?m)^[ \t]*#.*$", "", text)  # comment lines (line numbers stay)
+    # Field by field, so that `item { name: "stand" id: 1 }` on one line reads too. A quoted name is
+    # consumed whole (nothing inside it counts), and `\b` keeps `display_name:` from being a name.
+    for match in re.finditer(r'\b(name|id|label_id):[ \t]*("[^"\n]*"|[^\s}]*)', text):
+        key, value = match.groups()
+        lineno = text.count("\n", 0, match.start()) + 1
+        if key == "name":
+            if len(value) < 2 or not value.startswith('"'):
+                raise UserError(f"{source}:{lineno}: expected a quoted class name, got {value!r}")
+            name = value[1:-1]
+            continue
+        try:
+            class_id = int(value)
+        except ValueError:
+            raise UserError(f"{source}:{lineno}: class id {value!r} is not an integer") from None
+        if class_id < 1:
+            raise UserError(f"{source}:{lineno}: class id {class_id} is below 1")
+        if name is None:
+            raise UserError(
+                f"{source}:{lineno}: class id {class_id} has no name: expected 'name: \"...\"' before it"
+            )
+        names.pop(class_id, None)
+        names[class_id] = name
+        name = None
     if not names:
         raise UserError(
             f"{source}: label map has no class ids (expected 'id: N' or 'label_id: N' lines "
