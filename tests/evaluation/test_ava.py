@@ -273,6 +273,20 @@ def test_boxes_in_pixels_warn(tmp_path):
         score(tmp_path, gt, ["v1,902,32,24,128,216,1,0.9", f"v1,902,{A},1,0.8"])
 
 
+def test_detections_without_scores_or_with_person_ids_for_scores_warn(tmp_path):
+    gt = [f"v1,902,{A},1", f"v1,903,{A},1"]
+    with pytest.warns(
+        AvaInputWarning, match=r"det.csv:2: 2 scores lie outside \[0, 1\] \(this one, 3, first\)"
+    ):
+        score(tmp_path, gt, [f"v1,902,{A},1,0", f"v1,903,{A},1,3", f"v1,903,{A},1,7"])  # a ground-truth file
+    with pytest.warns(AvaInputWarning, match=r"det.csv: every detection scores 1.0 \(7-column rows"):
+        result = score(tmp_path, gt, [f"v1,902,{A},1", f"v1,903,{A},1"])
+    assert result.mean_ap == 1.0  # still scored, as officially
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AvaInputWarning)
+        score(tmp_path, gt, [f"v1,902,{A},1,1", f"v1,903,{A},1,0.5"])
+
+
 def test_inverted_boxes_are_dropped_with_a_warning_naming_the_first(tmp_path):
     gt = [f"v1,902,{A},1"]
     det = [f"v1,902,{A},1,0.5", "v1,902,0.4,0.1,0.1,0.9,1,0.9", "v1,902,0.1,0.9,0.4,0.1,1,0.8"]

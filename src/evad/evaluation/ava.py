@@ -474,6 +474,19 @@ def _score(gt: _GroundTruth, det: AvaTable, cap: int, input_order: bool = False)
             f"{det.source}: every box has a coordinate above 1; AVA boxes are normalised to [0, 1], "
             "these look like pixels"
         )
+    outside = (det.scores < 0) | (det.scores > 1)
+    if outside.any():  # ranked as they are, as officially; usually a ground-truth file (person ids)
+        first = int(np.argmax(outside))
+        where = f"{det.source}:{int(det.lines[first])}" if det.lines is not None else det.source
+        _warn(
+            f"{where}: {int(outside.sum())} scores lie outside [0, 1] (this one, {det.scores[first]:g}, "
+            "first); is this a ground-truth file, whose 8th column is a person id?"
+        )
+    elif counts["detection_rows"] and np.all(det.scores == 1):
+        _warn(
+            f"{det.source}: every detection scores 1.0 (7-column rows have no score), so the AP ranks "
+            "them in file order"
+        )
     inverted = (det.boxes[:, 2] < det.boxes[:, 0]) | (det.boxes[:, 3] < det.boxes[:, 1])
     if inverted.any():  # dropped below, as officially; usually swapped columns
         first = int(np.argmax(inverted))
