@@ -507,6 +507,14 @@ def test_cli_end_to_end(tmp_path, capsys, cli_main):
     assert (tmp_path / "det.csv").read_text().startswith("v1,902")
 
 
+def test_cli_json_and_plot_may_not_name_one_file(tmp_path, capsys, cli_main):
+    args = ["evaluate", "ava", "--groundtruth", "gt.csv", "--detections", "det.csv", "--labelmap", "m.pbtxt"]
+    same = tmp_path / "same.png"
+    assert cli_main([*args, "--json", str(same), "--plot", str(tmp_path / "." / "same.png")]) == 2
+    assert f"{same} and {tmp_path / '.' / 'same.png'} name the same output file" in capsys.readouterr().err
+    assert not same.exists()
+
+
 def test_cli_plot_refuses_other_formats_before_scoring(tmp_path, capsys, cli_main):
     args = ["evaluate", "ava", "--groundtruth", str(tmp_path / "absent.csv"), "--detections", "absent.csv"]
     args += ["--labelmap", "absent.pbtxt", "--plot", str(tmp_path / "ap.gif")]

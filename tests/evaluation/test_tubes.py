@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 from evad.errors import UserError
 from evad.evaluation.tubes import (
@@ -322,7 +323,7 @@ def test_iou_threshold_parsing():
         ("0.5", [0.5]),
         ("0.5:0.95", [0.5 + 0.05 * i for i in range(10)]),
     ]
-    for bad in ["x", "0", "1.5", "0.5:0.97", "0.9:0.5", "0.1:0.2:0.3"]:
+    for bad in ["x", "0", "1.5", "0.5:0.97", "0.9:0.5", "0.1:0.2:0.3", "nan", "0.5:nan", "inf"]:
         with pytest.raises(UserError, match="IoU threshold"):
             parse_iou_thresholds([bad])
     assert parse_iou_thresholds([0.2, 0.5]) == [("0.2", [0.2]), ("0.5", [0.5])]  # numbers from Python
@@ -397,6 +398,8 @@ def test_detections_csv_round_trip(tmp_path, quote):
     path.write_bytes(b"v0,1,0,0,99,99,0,1\n\xff\n")
     with pytest.raises(UserError, match="line 2: not UTF-8"):
         read_detections(path, gt)
+    path.write_bytes(b"\xef\xbb\xbfv1,3,50,0,149.5,99,1,0.25\n")  # a BOM, as spreadsheets save
+    assert read_detections(path, gt).video.tolist() == [1]
 
 
 class Payload:
@@ -432,6 +435,19 @@ def test_ground_truth_errors(tmp_path):
     (tmp_path / "d.pkl").write_bytes(b"not a pickle")
     with pytest.raises(UserError, match="not a usable ground-truth pickle"):
         load_groundtruth(tmp_path / "d.pkl")
+    torch.save({"labels": ["a"]}, tmp_path / "t.pkl")
+    with pytest.raises(UserError, match=r"t.pkl: a torch.save \(zip\) file, not a ground-truth pickle$"):
+        load_groundtruth(tmp_path / "t.pkl")
+
+    class External(pickle.Pickler):  # as torch's tensors are stored: by persistent id
+        def persistent_id(self, obj):
+            return "storage" if isinstance(obj, bytes) else None
+
+    with open(tmp_path / "pid.pkl", "wb") as file:
+        External(file).dump({"labels": b"x"})
+    with pytest.raises(UserError) as err:  # pickle's message is two lines
+        load_groundtruth(tmp_path / "pid.pkl")
+    assert "\n" not in str(err.value) and "not a usable ground-truth pickle" in str(err.value)
 
 
 def py2_pickle(obj) -> bytes:

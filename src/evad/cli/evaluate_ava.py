@@ -88,9 +88,12 @@ def check_outputs(args: argparse.Namespace, *outputs: Path | None) -> None:
         args.exclusions,
         getattr(args, "compare", None),
     )
-    for path in outputs:
-        if path is not None:
-            check_output_file(path, args.overwrite, inputs)
+    given = [path for path in outputs if path is not None]
+    for i, path in enumerate(given):
+        for other in given[:i]:
+            if path.resolve() == other.resolve():  # links followed
+                raise UserError(f"{other} and {path} name the same output file; give each its own")
+        check_output_file(path, args.overwrite, inputs)
 
 
 def _read_result_json(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import io
 import itertools
 import math
 import pickle
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,7 +206,9 @@ def load_groundtruth(path: str | Path, split: int = 1) -> TubeGroundTruth:
     except OSError as err:
         raise UserError(f"{path}: cannot read ground truth: {err.strerror or err}") from err
     except Exception as err:  # any malformed pickle: truncated, bad opcode, refused global
-        raise UserError(f"{path}: not a usable ground-truth pickle: {err}") from err
+        if zipfile.is_zipfile(path):
+            raise UserError(f"{path}: a torch.save (zip) file, not a ground-truth pickle") from None
+        raise UserError(f"{path}: not a usable ground-truth pickle: {' '.join(str(err).split())}") from None
     required = ("labels", "gttubes", "nframes", "test_videos")
     missing = [k for k in required if not isinstance(data, dict) or k not in data]
     if missing:
@@ -344,7 +347,7 @@ def read_detections(path: str | Path, groundtruth: TubeGroundTruth) -> FrameDete
     except OSError as err:
         raise UserError(f"{path}: cannot read detections: {err.strerror or err}") from err
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a BOM, as spreadsheet programs save UTF-8 CSVs, is dropped
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise UserError(f"{path}: line {line}: not UTF-8 text") from None
@@ -804,13 +807,10 @@ def parse_iou_thresholds(texts: Sequence[str | float]) -> list[tuple[str, list[f
             bounds = [float(part) for part in text.split(":")]
         except ValueError:
             raise UserError(f"IoU threshold {text!r} is not a number or a range like 0.5:0.95") from None
+        if len(bounds) > 2 or not all(0 < x <= 1 for x in bounds):  # nan and inf too
+            raise UserError(f"IoU threshold {text!r}: expected a value in (0, 1] or a range lo:hi, step 0.05")
         steps = round((bounds[-1] - bounds[0]) / _RANGE_STEP)
-        if (
-            len(bounds) > 2
-            or not all(0 < x <= 1 for x in bounds)
-            or steps < 0
-            or not math.isclose(bounds[0] + steps * _RANGE_STEP, bounds[-1], abs_tol=1e-9)
-        ):
+        if steps < 0 or not math.isclose(bounds[0] + steps * _RANGE_STEP, bounds[-1], abs_tol=1e-9):
             raise UserError(f"IoU threshold {text!r}: expected a value in (0, 1] or a range lo:hi, step 0.05")
         name = ":".join(f"{x:g}" for x in bounds)
         parsed.append((name, [bounds[0] + _RANGE_STEP * i for i in range(steps + 1)]))
