@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from evad.cli import build_parser, main
 from evad.demo import REPORT_HTML, REPORT_JSON, DemoSettings
@@ -64,6 +65,13 @@ def test_a_mistyped_override_is_refused_before_any_work(tmp_path: Path, capsys) 
     out = tmp_path / "demo-output"
     assert main(["demo", "--out", str(out), *TOY, "train.epochz=3"]) == 2
     assert "did you mean 'train.epochs'" in capsys.readouterr().err
+    assert not out.exists()
+    # The demo places its data and run inside --out: elsewhere they would not meet.
+    assert main(["demo", "--out", str(out), *TOY, f"data.root={tmp_path}"]) == 2
+    assert "data.root: the demo writes its data and its run inside --out" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # the device, before minutes of data generation
+        assert main(["demo", "--out", str(out), *TOY, "train.device=cuda"]) == 2
+        assert capsys.readouterr().err == "evad: error: train.device cuda: no CUDA device is available\n"
     assert not out.exists()
 
 

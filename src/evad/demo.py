@@ -200,6 +200,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from evad.config import load_config
     from evad.data.build import build_dataset
     from evad.data.collate import collate
+    from evad.engine.distributed import resolve_device
     from evad.engine.train import train
     from evad.inference.detect import detect_video
     from evad.viz.ap_chart import plot_per_class_ap
@@ -210,8 +211,15 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     out = settings.out
     check_output(out, settings.overwrite)
     # The overrides are checked before any work: a typo costs nothing.
+    for override in settings.overrides:
+        key = override.split("=", 1)[0].strip()
+        if key in ("data.root", "output_dir"):
+            raise UserError(
+                f"{key}: the demo writes its data and its run inside --out ({out}); set --out instead"
+            )
     overrides = [f"data.root={out / 'data'}", f"output_dir={out / 'train'}", *settings.overrides]
     config = load_config(packaged_config("synthetic_tiny.yaml"), overrides)
+    device = resolve_device(config.train.device)  # no CUDA for train.device=cuda: say so now
     for name in DEMO_OUTPUTS:  # a finished demo being replaced: its results go, its data stays
         if name != "data" and (out / name).exists():
             shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
@@ -221,7 +229,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     make_dirs(out)
     root = _prepare_data(settings)
 
-    print(f"[2/5] training the {config.model.preset} preset on the CPU ({config.train.epochs} epochs)")
+    where = "the CPU" if device.type == "cpu" else str(device)
+    print(f"[2/5] training the {config.model.preset} preset on {where} ({config.train.epochs} epochs)")
     train_start = time.perf_counter()
     result = train(config, overwrite=True, progress=settings.progress)
     train_minutes = (time.perf_counter() - train_start) / 60
