@@ -565,6 +565,13 @@ def test_cli_frame_stride_scores_only_the_frames_detected(tmp_path, capsys, monk
     args = ["evaluate", "tubes", "--groundtruth", str(gt), "--detections", str(det), "--json", str(out)]
     assert cli.main(args) == 0
     assert json.loads(out.read_text())["frame_mAP"] == pytest.approx(0.5, abs=1e-6)  # half the boxes missed
+    assert "det.csv: every detection is on frames 1, 3, 5, ...;" in capsys.readouterr().err
+    every = write_csv(tmp_path / "every.csv", perfect_rows())  # off-stride rows would be false positives
+    assert cli.main([*args, "--overwrite", "--frame-stride", "2", "--detections", str(every)]) == 2
+    assert (
+        "every.csv: 20 detection rows are on frames that --frame-stride 2 does not score (first: frame 2 of"
+        in (capsys.readouterr().err)
+    )
     assert cli.main([*args, "--overwrite", "--frame-stride", "2"]) == 0
     assert "one frame in 2 scored" in capsys.readouterr().out
     result = json.loads(out.read_text())

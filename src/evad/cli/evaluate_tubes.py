@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,29 @@ def register(kinds: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _check_frame_stride(path: Path, detections: Any, groundtruth: Any, step: int) -> None:
+    """UserError for detections on frames --frame-stride does not score (each would be a false
+    positive); a warning when every detection sits on the frames of a stride that was not given."""
+    offsets = detections.frame.astype(np.int64) - 1  # frame 1 is on every stride
+    if step > 1:
+        off = np.flatnonzero(offsets % step)
+        if off.size:
+            i = int(off[0])
+            video = groundtruth.videos[int(detections.video[i])]
+            raise UserError(
+                f"{path}: {off.size} detection rows are on frames that --frame-stride {step} does not score "
+                f"(first: frame {int(detections.frame[i])} of {video}); they would count as false positives"
+            )
+        return
+    gap = int(np.gcd.reduce(offsets)) if offsets.size else 0
+    if gap > 1 and np.unique(offsets).size >= 10:
+        print(
+            f"evad: warning: {path}: every detection is on frames 1, {1 + gap}, {1 + 2 * gap}, ...; "
+            f"if the others were not detected, pass --frame-stride {gap} (they count as missed now)",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Score the detections, print the report and write the JSON; UserError on bad input."""
     from evad.evaluation import tubes
@@ -70,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     tubes.parse_iou_thresholds(thresholds)  # fail on a bad threshold before reading anything
     groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split)
     detections = tubes.read_detections(args.detections, groundtruth)
+    _check_frame_stride(args.detections, detections, groundtruth, args.frame_stride)
     frames = None
     if args.frame_stride > 1:  # (video index, frame) of every scored frame
         step = args.frame_stride
