@@ -93,6 +93,7 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
         ("", "train.epcohs=3", ["command line", "'train.epcohs'", "'train.epochs'"]),
         ("", "model.loss_weights.acton=2", ["command line", "model.loss_weights.acton", "action"]),
         ("", "daat.root=x", ["command line", "'daat'", "'data'"]),
+        ("", "train.warmup=0.1", ["did you mean 'train.warmup_fraction' or 'train.warmup_start_factor'"]),
     ],
 )
 def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, expected):

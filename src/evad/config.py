@@ -326,7 +326,12 @@ def _keys_of(section: str) -> list[str]:
 
 
 def _unknown(key: str, candidates: Sequence[str], source: str, prefix: str = "") -> UserError:
-    close = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
+    # A key cut short names its completions first (train.warmup: warmup_fraction, not amp).
+    starting = [c for c in candidates if key and c.startswith(key)]
+    close = (
+        starting
+        + [c for c in difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6) if c not in starting]
+    )[:3]
     hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
     message = f"{source}: unknown key {prefix + key!r}{hint}"
     if prefix + key == "model.num_classes":
