@@ -48,6 +48,20 @@ def write_video(path: Path, frames: int = 8, size: int = 32) -> Path:
     return path
 
 
+def test_evad_tensors_without_their_config_say_so(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    model = evad.create_model("tiny", num_classes=3, fpn_dim=64)  # heads wider than the preset's
+    save_file(ckpt.model_state(model), str(tmp_path / "lone.safetensors"))
+    assert main(["convert", str(tmp_path / "lone.safetensors"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "has shape (64,) in the checkpoint but (32,) in the model: evad tensors without their config.json"
+        in err
+    )
+    assert "another architecture" not in err and err.count("\n") == 1
+
+
 def test_convert_writes_safetensors_and_config(tmp_path, best_pt, capsys):
     out = tmp_path / "weights"
     assert main(["convert", str(best_pt), str(out)]) == 0

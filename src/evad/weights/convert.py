@@ -30,7 +30,7 @@ from evad.errors import UserError
 from evad.models.factory import ModelConfig, build_model
 from evad.weights.architecture import infer_model_config, nearest_preset
 from evad.weights.evad_format import check_destination, info_for, model_config_from_info, save_weights
-from evad.weights.loading import LoadReport, match_tensors, resolve_layout, to_evad
+from evad.weights.loading import LoadReport, ShapeMismatch, match_tensors, resolve_layout, to_evad
 from evad.weights.official_config import parse_official_config, read_official_config
 from evad.weights.reading import Checkpoint, Converted, read_checkpoint
 from evad.weights.videomae import hf_backbone_fields
@@ -154,7 +154,18 @@ def convert_checkpoint(
             detector = build_model(target.config)
     except ValueError as err:
         raise UserError(f"{ckpt.path}: {err}") from None
-    fitting, report = match_tensors(detector.state_dict(), converted, str(ckpt.path), layout)
+    try:
+        fitting, report = match_tensors(detector.state_dict(), converted, str(ckpt.path), layout)
+    except ShapeMismatch as err:
+        if layout != "evad" or ckpt.evad_info is not None:
+            raise
+        # Bare evad tensors: only the backbone's and decoder's sizes show in them, the rest is the
+        # preset's guess.
+        raise UserError(
+            f"{ckpt.path}: {err.detail}: evad tensors without their config.json do not say the sizes of "
+            f"the heads (taken from preset {target.preset}); convert the folder `evad convert` wrote, or "
+            "the `evad train` checkpoint"
+        ) from None
     report.notes += target.notes or []
     source = {"path": str(src), "layout": layout}
     info = info_for(target.config, target.classes, target.test_short_side, source, target.preset)

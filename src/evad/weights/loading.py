@@ -155,7 +155,15 @@ def to_evad(ckpt: Checkpoint, layout: str) -> Converted:
 
 
 class ShapeMismatch(UserError):
-    """A checkpoint tensor whose shape does not fit the model it is loaded into."""
+    """A checkpoint tensor whose shape does not fit the model it is loaded into.
+
+    Attributes:
+        detail: "tensor NAME has shape (...) in the checkpoint but (...) in the model".
+    """
+
+    def __init__(self, source: str, detail: str) -> None:
+        super().__init__(f"{source}: {detail} (a checkpoint of another architecture?)")
+        self.detail = detail
 
 
 def match_tensors(
@@ -181,8 +189,8 @@ def match_tensors(
             where = converted.origin.get(name, name)
             label = where if where == name else f"{where} (evad: {name})"
             raise ShapeMismatch(
-                f"{source}: tensor {label} has shape {tuple(value.shape)} in the checkpoint but {want} "
-                "in the model (a checkpoint of another architecture?)"
+                source,
+                f"tensor {label} has shape {tuple(value.shape)} in the checkpoint but {want} in the model",
             )
         fitting[name] = value
     if not fitting:
@@ -272,7 +280,7 @@ def load_pretrained(
     except ShapeMismatch as err:
         if ckpt.evad_info is None:
             raise
-        raise ShapeMismatch(f"{err}; {_stored_model_hint(ckpt)}") from None
+        raise UserError(f"{err}; {_stored_model_hint(ckpt)}") from None
     if config is not None and ckpt.evad_info is not None:
         differing = differing_settings(model_config_from_info(ckpt.evad_info, str(ckpt.path)), config)
         if differing:
