@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -258,6 +259,17 @@ def test_an_interrupted_run_leaves_nothing_that_looks_done(
     with pytest.raises(KeyboardInterrupt):
         generate(tmp_path / "out", 3, config=TINY, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_runs_partial_folder_goes_on_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL leaves `.out.partial-PID-*` behind; the next run removes it if PID is gone."""
+    dead = tmp_path / ".out.partial-999999999-1"  # above any Linux pid_max: no such process
+    alive = tmp_path / f".out.partial-{os.getppid()}-1"  # a live process's (perhaps still writing)
+    other = tmp_path / ".other.partial-999999999-1"  # another dataset's
+    for folder in (dead, alive, other):
+        (folder / "frames").mkdir(parents=True)
+    generate(tmp_path / "out", 3, config=TINY, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", alive.name, other.name])
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import pickle
@@ -79,7 +80,9 @@ def generate(
     _check_output(out, overwrite)
     make_dirs(out.parent)
     # Build next to the target and rename at the end: an interrupted run leaves only a hidden
-    # `.NAME.partial-*` folder, never something that looks like a finished dataset.
+    # `.NAME.partial-*` folder, never something that looks like a finished dataset. A killed run's
+    # folder (its process is gone) is removed here.
+    _remove_dead_partials(out)
     partial = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"
     try:
         partial.mkdir()
@@ -96,6 +99,20 @@ def generate(
     summary.out_dir = out
     summary.seconds_taken = time.perf_counter() - started
     return summary
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Delete `.OUT.partial-PID-*` folders whose process no longer runs (it was killed mid-write)."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.partial-*"):
+        pid = folder.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            pass  # another user's live process, or not a pid
 
 
 def _validate(cfg: SynthConfig, num_videos: int) -> None:
