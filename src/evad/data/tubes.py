@@ -9,7 +9,6 @@ on every frame. At a frame, each tube covering it contributes its box with its o
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from evad.errors import UserError
 
 # The evaluation module's pickle reader (restricted unpickler, tube checks) also reads the training
 # videos, which `load_groundtruth` leaves out.
-from evad.evaluation.tubes import TubeGroundTruth, _check_tube, _RestrictedUnpickler, load_groundtruth
+from evad.evaluation.tubes.groundtruth import TubeGroundTruth, check_tube, load_groundtruth, read_pickle
 
 
 class TubeDataset(ClipDataset):
@@ -101,8 +100,7 @@ def _training_videos(
     path: Path, split_index: int, num_labels: int
 ) -> tuple[list[str], list[int], list[dict[int, list[np.ndarray]]]]:
     """Training videos of a split with their frame counts and checked tubes."""
-    # `load_groundtruth` has read this file already, so it exists and unpickles.
-    data = _RestrictedUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    data = read_pickle(path)
     splits = data.get("train_videos")
     if not isinstance(splits, list | tuple) or not splits:
         raise UserError(f"{path}: ground-truth pickle lacks train_videos")
@@ -125,7 +123,7 @@ def _training_videos(
                 raise UserError(f"{where}: label is not an index into the {num_labels} labels")
             checked = []
             for i, tube in enumerate(label_tubes):
-                tube = _training_tube(_check_tube(tube, f"{where}, tube {i}"), f"{where}, tube {i}", size)
+                tube = _training_tube(check_tube(tube, f"{where}, tube {i}"), f"{where}, tube {i}", size)
                 inside = (tube[:, 0] >= 1) & (tube[:, 0] <= count)
                 outside += int((~inside).sum())
                 if inside.any():
