@@ -159,7 +159,7 @@ def test_small_videos_are_annotated_enlarged_with_boxes_in_input_pixels(model, v
 
 
 def test_annotation_scale_is_the_smallest_whole_factor_reaching_the_short_side():
-    from evad.inference.detect import annotation_scale
+    from evad.inference.annotate import annotation_scale
 
     assert annotation_scale(128, 171, 360) == 3
     assert annotation_scale(64, 80, 360) == 6
@@ -169,9 +169,9 @@ def test_annotation_scale_is_the_smallest_whole_factor_reaching_the_short_side()
 
 
 def test_falls_back_to_mpeg4_without_h264(model, make_video, tmp_path, monkeypatch):
-    from evad.inference import detect
+    from evad.inference import annotate
 
-    monkeypatch.setattr(detect, "has_libx264", lambda: False)
+    monkeypatch.setattr(annotate, "has_libx264", lambda: False)
     # MPEG-TS input: its 1/90000 time base does not fit MPEG-4 part 2 and must be replaced.
     path = make_video(tmp_path / "v.ts", num_frames=12, size=(45, 61), container_format="mpegts")
     with pytest.warns(UserWarning, match="no H.264 encoder"):

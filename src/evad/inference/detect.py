@@ -9,7 +9,7 @@ Two streaming passes over the video, so memory does not grow with its length:
 2. decode again and draw each keyframe's detections on every frame from that keyframe to the
    next, encoding H.264 at the input's frame count and timestamps, and at its resolution times
    the smallest whole factor that gives a short side of at least ``video_min_side`` pixels (labels
-   on a 128-pixel frame would cover a third of it).
+   on a 128-pixel frame would cover a third of it) (`evad.inference.annotate`).
 
 Outputs (in ``out_dir``), written under temporary names and renamed together at the end:
 
@@ -26,10 +26,8 @@ import json
 import os
 import time
 import uuid
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +38,19 @@ from evad.data.collate import batched
 from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
 from evad.fileio import folder_entries, make_dirs
+from evad.inference.annotate import annotation_scale, write_annotated
 from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.tracks import IouTracker
 from evad.inference.video import (
     ClipSampler,
-    VideoDecodeWarning,
     VideoInfo,
     VideoReader,
     probe_video,
 )
 from evad.layers.token_pruning import check_keep_rate
 from evad.models.postprocess import PostProcess
-from evad.viz.draw import draw_detections
 
 OUTPUT_FILES = ("detections.csv", "detections.json", "annotated.mp4")
-_MAX_LABEL_ACTIONS = 3  # actions listed on a box in the video; the JSON has all above threshold
 
 
 @dataclass
@@ -240,104 +236,6 @@ def _keyframe_json(
     return {"time": float(_time_text(kf.time)), "frame": kf.frame, "detections": detections}
 
 
-def _box_labels(kf: KeyframeResult, k: int, class_names: Sequence[str], action_threshold: float) -> list[str]:
-    scores = kf.action_scores[k]
-    above = [c for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
-    lines = [f"#{kf.track_ids[k]} person {kf.person_scores[k]:.2f}"]
-    lines += [f"{class_names[c]} {scores[c]:.2f}" for c in above[:_MAX_LABEL_ACTIONS]]
-    if len(above) > _MAX_LABEL_ACTIONS:
-        lines.append(f"+{len(above) - _MAX_LABEL_ACTIONS} more")
-    return lines
-
-
-def has_libx264() -> bool:
-    """Whether this PyAV build can encode H.264 (its wheels ship libx264)."""
-    import av
-
-    try:
-        av.codec.Codec("libx264", "w")
-    except (av.FFmpegError, ValueError):
-        return False
-    return True
-
-
-def annotation_scale(height: int, width: int, min_side: int) -> int:
-    """Smallest whole factor that enlarges a `height` x `width` frame to a short side of at least
-    `min_side` pixels (1 if it already has it, or `min_side` is 0)."""
-    return max(1, -(-min_side // min(height, width)))
-
-
-def _pick_encoder(width: int, height: int) -> tuple[str, str]:
-    """(codec, pixel format) for the annotated video: H.264 where available, else MPEG-4 part 2."""
-    if has_libx264():
-        # 4:2:0 needs even sizes; 4:4:4 keeps an odd-sized frame exact (not every player shows it).
-        return "libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-    warnings.warn("this PyAV build has no H.264 encoder; the annotated video is MPEG-4 part 2", stacklevel=3)
-    return "mpeg4", "yuv420p"
-
-
-def _write_annotated(
-    path: Path,
-    out: Path,
-    keyframes: Sequence[KeyframeResult],
-    class_names: Sequence[str],
-    action_threshold: float,
-    scale: int,
-    progress: bool,
-) -> tuple[str, int]:
-    """Second pass: enlarge `scale` times, draw and encode every frame; returns (codec, frames written)."""
-    import av
-    import cv2
-    from tqdm import tqdm
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", VideoDecodeWarning)  # already reported by the first pass
-        reader = VideoReader(path)
-    info = reader.info
-    width, height = scale * info.width, scale * info.height
-    codec, pix_fmt = _pick_encoder(width, height)
-    time_base = info.time_base or Fraction(1, 90000)
-    if codec == "mpeg4" and time_base.denominator > 65535:
-        # MPEG-4 part 2 time bases are 16-bit: count in frame periods (exact for constant rates).
-        period = 1 / info.frame_rate
-        time_base = period if period.denominator <= 65535 else Fraction(1, 1000)
-    written = 0
-    with reader, av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream(codec, rate=info.frame_rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.codec_context.time_base = time_base  # keep the input's timestamps (variable rate too)
-        if codec == "libx264":
-            stream.options = {"preset": "veryfast", "crf": "20"}
-        else:  # MPEG-4's default bit rate blurs everything; about 0.15 bit per pixel
-            stream.bit_rate = max(200_000, round(0.15 * width * height * info.fps))
-        current = -1
-        last_pts = -1
-        frames = tqdm(total=info.declared_frames or None, desc="annotate", unit="frame", disable=not progress)
-        with frames, warnings.catch_warnings():
-            warnings.simplefilter("ignore", VideoDecodeWarning)
-            for frame in reader.frames():
-                while current + 1 < len(keyframes) and keyframes[current + 1].frame <= frame.index:
-                    current += 1  # hold each keyframe's detections until the next keyframe
-                image = np.ascontiguousarray(frame.image)
-                if scale > 1:  # (H, W, 3) -> (scale * H, scale * W, 3)
-                    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-                if current >= 0:
-                    kf = keyframes[current]
-                    labels = [_box_labels(kf, k, class_names, action_threshold) for k in range(len(kf.boxes))]
-                    draw_detections(image, scale * kf.boxes, labels, kf.track_ids)
-                out_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                pts = round(frame.time / time_base)
-                out_frame.pts = last_pts = max(pts, last_pts + 1)
-                out_frame.time_base = time_base
-                for packet in stream.encode(out_frame):
-                    container.mux(packet)
-                written += 1
-                frames.update()
-        for packet in stream.encode():
-            container.mux(packet)
-    return codec, written
-
-
 def detect_video(
     model: nn.Module,
     path: str | Path,
@@ -452,7 +350,7 @@ def detect_video(
     try:
         _write_csv(temp["detections.csv"], path.stem, keyframes, class_ids)
         scale = annotation_scale(info.height, info.width, video_min_side)
-        codec, written = _write_annotated(
+        codec, written = write_annotated(
             path, temp["annotated.mp4"], keyframes, class_names, action_threshold, scale, progress
         )
         document = {
