@@ -294,9 +294,9 @@ def train_step(
     dtype: str,
     scaler: torch.amp.GradScaler | None = None,
 ) -> Step:
-    """One training step as `evad.engine.train` takes it: forward under autocast, fp32 losses,
-    backward, AdamW step. Gradients are released at the end so that the memory before the next
-    step is weights + optimizer state only."""
+    """One training step as `evad.engine.epoch.train_one_epoch` takes it: forward under autocast,
+    fp32 losses, backward, AdamW step. Gradients are released at the end so that the memory before
+    the next step is weights + optimizer state only."""
     from evad.engine.evaluate import to_float32
 
     def step() -> None:

@@ -14,8 +14,8 @@ import torch
 from evad.engine import distributed
 from evad.engine.checkpoint import load_checkpoint
 from evad.engine.distributed import resolve_device
+from evad.engine.epoch import train_one_epoch
 from evad.engine.optim import build_optimizer, build_scheduler
-from evad.engine.train import train_one_epoch
 from evad.errors import UserError
 from evad.models.factory import build_criterion, build_model, get_config
 from tiny_data import CrowdedFirstClip, loader
@@ -86,8 +86,8 @@ ONE_STEP = textwrap.dedent(
     from torch.utils.data import Subset
     from tiny_data import CrowdedFirstClip, loader
 
+    from evad.engine.epoch import train_one_epoch
     from evad.engine.optim import build_optimizer, build_scheduler
-    from evad.engine.train import train_one_epoch
     from evad.models.factory import build_criterion, build_model, get_config
 
     dist.init_process_group("gloo")

@@ -12,9 +12,11 @@ import torch
 import evad.engine.train as engine
 from evad.config import load_config
 from evad.engine import checkpoint as ckpt
+from evad.engine.epoch import train_one_epoch
 from evad.engine.optim import build_optimizer, build_scheduler
-from evad.engine.train import TrainData, train, train_one_epoch, with_absolute_data_root
+from evad.engine.train import TrainData, train, with_absolute_data_root
 from evad.errors import UserError
+from evad.losses import SetCriterion
 from evad.models.factory import build_criterion, build_model, get_config
 from tiny_data import TinyDataset, loader
 
@@ -429,12 +431,12 @@ def test_tensorboard_scalars_when_installed(tmp_path):
 
 
 def test_non_finite_loss_stops_training(tmp_path, monkeypatch):
-    real = engine.SetCriterion.weighted_total
+    real = SetCriterion.weighted_total
 
     def nan_total(self, losses):
         return real(self, losses) * float("nan")
 
-    monkeypatch.setattr(engine.SetCriterion, "weighted_total", nan_total)
+    monkeypatch.setattr(SetCriterion, "weighted_total", nan_total)
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train(make_config(tmp_path / "run"), data=make_data(), progress=False)
 

@@ -177,7 +177,7 @@ class SetCriterion(nn.Module):
             targets: B dicts with `boxes` (M, 4) xyxy pixels and `labels` (M, num_classes) multi-hot.
             num_boxes: Divisor of the summed box losses; None: the targets' box count averaged over
                 processes (at least 1). Gradient accumulation passes its group's count
-                (`evad.engine.train.group_box_normalizer`).
+                (`evad.engine.epoch.group_box_normalizer`).
 
         Returns:
             `loss_ce`, `loss_bbox`, `loss_giou` for the last stage and `loss_ce_{i}`,
