@@ -1,5 +1,5 @@
-"""What a training run records: `log.jsonl` lines and TensorBoard scalars (rank 0 only), and the
-running loss means between log lines."""
+"""What a training run records: `log.jsonl` lines and TensorBoard scalars (rank 0 only), the
+running loss means between log lines, and its progress messages (`log_info`, rank 0 only)."""
 
 from __future__ import annotations
 
@@ -94,3 +94,9 @@ class LossWindow:
         """Means over processes of the per-micro-batch means."""
         local = {k: v.item() / max(self.count, 1) for k, v in self.sums.items()}
         return distributed.all_reduce_mean(local)
+
+
+def log_info(message: str) -> None:
+    """Log `message` at INFO level on the main process only (the other processes would repeat it)."""
+    if distributed.is_main_process():
+        logger.info(message)

@@ -6,7 +6,8 @@ under torchrun, and runs the epochs: gradient accumulation (`accum_steps` micro-
 optimizer step, `no_sync` on all but the last), optional bf16/fp16 autocast on CUDA (fp16 with a
 gradient scaler), optional gradient clipping, evaluation every `eval_every` epochs, every epoch after
 `eval_after` and after the last, and checkpoints (see `evad.engine.checkpoint`). One epoch is
-`evad.engine.epoch.train_one_epoch`.
+`evad.engine.epoch.train_one_epoch`; the checks of the output directory before a run starts or
+resumes are in `evad.engine.rundir`.
 
 Output directory::
 
@@ -53,24 +54,23 @@ from evad.config import Config, TrainConfig
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
 from evad.engine.epoch import train_one_epoch
-from evad.engine.evaluate import (
-    DETECTIONS_CSV,
-    METRICS_JSON,
-    SCORED_LABELMAP,
-    build_val_data,
-    evaluate,
-    make_model,
-    make_postprocess,
-)
+from evad.engine.evaluate import build_val_data, evaluate, make_model, make_postprocess
 from evad.engine.optim import build_optimizer, build_scheduler, move_schedule, steps_per_epoch
-from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, RunLog
+from evad.engine.rundir import (
+    EVAL_DIR,
+    check_creatable,
+    check_resumed_settings,
+    check_same_run,
+    clear_outputs,
+    resolve_resume,
+)
+from evad.engine.runlog import RunLog, log_info
 from evad.errors import UserError, raised_alike_by_every_process
 from evad.fileio import make_dirs, remove_stale_temporaries
 from evad.models.factory import build_criterion
 
 logger = logging.getLogger(__name__)
 
-EVAL_DIR = "eval"
 METRIC = "frame_mAP"
 
 
@@ -139,176 +139,6 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # The whole run
-
-
-# What a run writes in its output directory; any of them means an earlier run is there.
-RUN_FILES = (ckpt.LAST, ckpt.BEST, ckpt.CONFIG, LOG_FILE)
-RUN_FOLDERS = (
-    (EVAL_DIR, (DETECTIONS_CSV, METRICS_JSON, SCORED_LABELMAP)),
-    (TENSORBOARD_DIR, ("events.out.tfevents.*",)),
-)
-# Settings a resumed optimizer takes from its checkpoint, whatever the config says.
-OPTIMIZER_SETTINGS = ("base_lr", "head_lr_mult", "weight_decay", "betas")
-# Settings that reshape the learning-rate schedule under a resumed run. (Another batch size,
-# accum_steps or number of processes only changes the steps an epoch has: the run goes on at the
-# same point of the schedule.)
-SCHEDULE_SETTINGS = (
-    "epochs",
-    "warmup_fraction",
-    "warmup_start_factor",
-    "lr_steps",
-    "lr_gamma",
-)
-
-
-def _earlier_run(out_dir: Path) -> list[str]:
-    """The files of an earlier run in `out_dir` (TensorBoard's event files named as one)."""
-    found = [name for name in RUN_FILES if (out_dir / name).exists()]
-    for folder, patterns in RUN_FOLDERS:
-        for pattern in patterns:
-            paths = sorted((out_dir / folder).glob(pattern))
-            if "*" in pattern:
-                found += [f"{folder}/ event files"] if paths else []
-            else:
-                found += [f"{folder}/{path.name}" for path in paths]
-    return found
-
-
-def _listing(names: list[str]) -> str:
-    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
-
-
-def _resolve_resume(
-    out_dir: Path, resume: str | None, overwrite: bool, config_text: str
-) -> tuple[Path | None, bool]:
-    """The checkpoint to resume from (None: a new run) and whether an earlier run's files are to be
-    cleared first, refusing whatever would mix two runs in one folder or replace an earlier run's
-    files without --overwrite.
-
-    `--resume auto` in a folder whose run stopped before its first checkpoint (only config.yaml and
-    log.jsonl, the config the same as `config_text`) starts that run again: a job that is requeued
-    with the same command after a preemption then goes on.
-    """
-    if resume is not None and overwrite:
-        raise UserError("--resume and --overwrite contradict each other; pass one")
-    earlier = _earlier_run(out_dir)
-    config_file = out_dir / ckpt.CONFIG
-    same_config = config_file.exists() and config_file.read_text(encoding="utf-8") == config_text
-    if resume == "auto":
-        if (out_dir / ckpt.LAST).exists():
-            return out_dir / ckpt.LAST, False
-        if earlier and (ckpt.BEST in earlier or not same_config):
-            raise UserError(
-                f"{out_dir} holds {_listing(earlier)} of an earlier run but no {ckpt.LAST} to resume "
-                "from; pass --overwrite to start a new run there, or choose another output_dir"
-            )
-        if earlier:
-            _info(f"{out_dir}: the run stopped before its first checkpoint; starting it again")
-        else:
-            _info(f"no {out_dir / ckpt.LAST} to resume from; starting a new run")
-        return None, bool(earlier)
-    if resume is not None:
-        return Path(resume), False
-    if earlier and not overwrite:
-        if ckpt.LAST in earlier:
-            advice = "pass --resume auto to continue that run or --overwrite to start a new one there"
-        elif same_config and ckpt.BEST not in earlier:
-            advice = (
-                f"that run, with this config, stopped before its first {ckpt.LAST}: pass --resume auto "
-                "to start it again or --overwrite to start a new run there"
-            )
-        else:
-            advice = f"there is no {ckpt.LAST} to resume from: pass --overwrite to start a new run there"
-        raise UserError(f"{out_dir} already holds {_listing(earlier)}; {advice}")
-    return None, overwrite
-
-
-def _check_same_run(out_dir: Path, source: Path) -> None:
-    """Refuse to resume a checkpoint from elsewhere into a folder that holds another run."""
-    earlier = _earlier_run(out_dir)
-    if earlier and source.resolve().parent != out_dir.resolve():
-        raise UserError(
-            f"{out_dir} holds {_listing(earlier)} of another run; resuming {source} there would mix "
-            f"the two runs: set output_dir to {source.parent} or to a new folder"
-        )
-
-
-def _check_creatable(out_dir: Path) -> None:
-    """Fail before any work if `out_dir` cannot be a folder (the nearest existing ancestor is a
-    file, or cannot be written in)."""
-    existing = out_dir
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"output_dir {out_dir}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"output_dir {out_dir}: cannot write in {existing}")
-
-
-def _check_resumed_settings(state: dict[str, Any], config: Config, source: Path) -> None:
-    """Refuse optimizer settings that differ from the checkpoint's (a resumed optimizer would keep
-    the old ones while config.yaml said otherwise); name the other settings that changed."""
-    stored = _flatten(state.get("config", {}))
-    current = _flatten(config.to_dict())
-    for name in OPTIMIZER_SETTINGS:
-        key = f"train.{name}"
-        if key in stored and stored[key] != current[key]:
-            raise UserError(
-                f"{source}: {key}={current[key]} differs from the run's {stored[key]}, and a resumed "
-                f"optimizer keeps the run's value; resume without changing it, or start a new run "
-                f"from these weights with model.pretrained={source}"
-            )
-    changed = [
-        f"{key} {stored[key]} -> {value}"
-        for key, value in current.items()
-        if key in stored and stored[key] != value and key != "output_dir"
-    ]
-    if changed:
-        _info(f"resuming with changed settings: {', '.join(changed)}")
-    schedule = [
-        f"train.{name}"
-        for name in SCHEDULE_SETTINGS
-        if f"train.{name}" in stored and stored[f"train.{name}"] != current[f"train.{name}"]
-    ]
-    if schedule and distributed.is_main_process():
-        logger.warning(
-            "%s: %s changed, so the learning-rate schedule is laid out anew: the run goes on where "
-            "it stopped, with warm-up and LR cuts at their fractions of the new length",
-            source,
-            " and ".join(schedule),
-        )
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"train": {"epochs": 2}} -> {"train.epochs": 2}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and not prefix:
-            flat.update(_flatten(value, f"{key}."))
-        else:
-            flat[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return flat
-
-
-def _info(message: str) -> None:
-    if distributed.is_main_process():
-        logger.info(message)
-
-
-def _clear_outputs(out_dir: Path) -> None:
-    """Remove a previous run's results before starting over: only the files a run writes, and
-    their folders if nothing else is left in them."""
-    for name in (ckpt.LAST, ckpt.BEST, LOG_FILE):
-        (out_dir / name).unlink(missing_ok=True)
-    for name, patterns in RUN_FOLDERS:
-        folder = out_dir / name
-        if not folder.is_dir():
-            continue
-        for pattern in patterns:
-            for path in folder.glob(pattern):
-                path.unlink()
-        if not any(folder.iterdir()):
-            folder.rmdir()
 
 
 def train(
@@ -407,16 +237,16 @@ def _train(
 ) -> dict[str, Any]:
     tc = config.train
     out_dir = Path(config.output_dir)
-    _check_creatable(out_dir)
-    resume_path, clear = _resolve_resume(out_dir, resume, overwrite, config.to_yaml())
+    check_creatable(out_dir)
+    resume_path, clear = resolve_resume(out_dir, resume, overwrite, config.to_yaml())
     state = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
     if state is not None:
-        _check_same_run(out_dir, resume_path)
-        _check_resumed_settings(state, config, resume_path)
+        check_same_run(out_dir, resume_path)
+        check_resumed_settings(state, config, resume_path)
     device = info.device
     amp = tc.amp
     if amp != "none" and device.type != "cuda":
-        _info(f"train.amp={amp} needs CUDA; training in float32 on {device.type}")
+        log_info(f"train.amp={amp} needs CUDA; training in float32 on {device.type}")
         amp = "none"
 
     if data is None:
@@ -430,7 +260,7 @@ def _train(
     if config.model.pretrained and state is None:
         from evad.weights import load_pretrained
 
-        _info(load_pretrained(model, config.model.pretrained).summary())
+        log_info(load_pretrained(model, config.model.pretrained).summary())
 
     optimizer = build_optimizer(model, tc.base_lr, tc.weight_decay, tc.head_lr_mult, tc.betas)
     epoch_steps = steps_per_epoch(len(data.train_loader), tc.accum_steps)
@@ -464,14 +294,14 @@ def _train(
         # the saved run's when the processes, batch size, accum_steps or data changed.
         position = start_epoch * epoch_steps + math.ceil(skip_batches / tc.accum_steps)
         if position != global_step:
-            _info(
+            log_info(
                 f"{resume_path}: the run stopped after step {global_step}; an epoch is now "
                 f"{epoch_steps} optimizer steps, so the learning-rate schedule goes on at step "
                 f"{position} of {total_steps}, the same point of training"
             )
         move_schedule(scheduler, position)
         partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
-        _info(f"resumed from {resume_path}: {start_epoch} epochs{partial}, {global_step} steps done")
+        log_info(f"resumed from {resume_path}: {start_epoch} epochs{partial}, {global_step} steps done")
 
     if info.distributed:
         model = DistributedDataParallel(
@@ -482,9 +312,9 @@ def _train(
         make_dirs(out_dir)
         stale = sum(remove_stale_temporaries(out_dir / name) for name in (ckpt.LAST, ckpt.BEST))
         if stale:
-            _info(f"{out_dir}: removed {stale} partly written checkpoint file(s) of a killed save")
+            log_info(f"{out_dir}: removed {stale} partly written checkpoint file(s) of a killed save")
         if clear:
-            _clear_outputs(out_dir)
+            clear_outputs(out_dir)
         config.save(out_dir / ckpt.CONFIG)
     distributed.barrier()
     run_log = RunLog(out_dir, global_step if state is not None else None, tc.tensorboard)
@@ -541,11 +371,13 @@ def _train(
         except BaseException:
             if info.is_main:
                 save_last(point, eval_pending=True)
-                _info(f"evaluation at step {global_step} stopped; {out_dir / ckpt.LAST} holds the training")
+                log_info(
+                    f"evaluation at step {global_step} stopped; {out_dir / ckpt.LAST} holds the training"
+                )
             raise
         summary = {k: v for k, v in result.items() if k != "report"}
         run_log.write({"type": "eval", "step": global_step, "epoch": point.epoch_number, **summary})
-        _info(f"epoch {point.epoch_number}: frame-mAP {100 * result[METRIC]:.2f}")
+        log_info(f"epoch {point.epoch_number}: frame-mAP {100 * result[METRIC]:.2f}")
         if not math.isnan(result[METRIC]) and (best is None or result[METRIC] > best):  # NaN: no GT
             best = result[METRIC]
             if info.is_main:
@@ -560,7 +392,7 @@ def _train(
     phase.training = True
     try:
         if owed_evaluation and data.val_loader is not None:
-            _info(f"evaluating at step {global_step}, where the evaluation stopped before it finished")
+            log_info(f"evaluating at step {global_step}, where the evaluation stopped before it finished")
             metrics = evaluate_epoch(point)
             if info.is_main:
                 save_last(point)
@@ -609,7 +441,7 @@ def _train(
                 }
             )
             cut = f" (cut after {trained} of {num_batches} batches)" if point.epoch_batches else ""
-            _info(f"epoch {epoch + 1}/{tc.epochs}{cut}: loss {means.get('loss', float('nan')):.4f}")
+            log_info(f"epoch {epoch + 1}/{tc.epochs}{cut}: loss {means.get('loss', float('nan')):.4f}")
 
             if data.val_loader is not None and (last or is_eval_epoch(epoch + 1, tc)):
                 metrics = evaluate_epoch(point)
