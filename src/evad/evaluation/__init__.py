@@ -1,8 +1,11 @@
 """Scorers that agree with the official ones; they read files and arrays, never the model.
 
 * `evad.evaluation.ava`: AVA frame-mAP@0.5 (the ActivityNet / AVA v2.2 protocol): `evaluate_ava`,
-  `evaluate_ava_files` and the streaming `AvaEvaluator`; the CSV readers and writers live in
-  `evad.evaluation.ava_io`, the per-class chart in `evad.viz.ap_chart`.
+  `evaluate_ava_files` and the streaming `AvaEvaluator`; its parts live in
+  `evad.evaluation.ava_selection` (what the official scorer keeps, in its order),
+  `evad.evaluation.ava_scoring` (matching, AP, `AvaResult`), `evad.evaluation.ava_evaluator` and,
+  for the CSV readers and writers, `evad.evaluation.ava_io`; the per-class chart is in
+  `evad.viz.ap_chart`.
 * `evad.evaluation.tubes`: UCF101-24 / JHMDB frame-mAP and video-mAP from the standard
   ground-truth pickles (`load_groundtruth`, `evaluate_tubes`).
 * `evad.evaluation.baselines`: reference points beside a frame-mAP (person AP of the boxes alone,
