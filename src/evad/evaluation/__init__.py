@@ -2,9 +2,9 @@
 
 * `evad.evaluation.ava`: AVA frame-mAP@0.5 (the ActivityNet / AVA v2.2 protocol): `evaluate_ava`,
   `evaluate_ava_files` and the streaming `AvaEvaluator`; its parts live in
-  `evad.evaluation.ava_selection` (what the official scorer keeps, in its order),
-  `evad.evaluation.ava_scoring` (matching, AP, `AvaResult`), `evad.evaluation.ava_evaluator` and,
-  for the CSV readers and writers, `evad.evaluation.ava_io`; the per-class chart is in
+  `evad.evaluation.ava.selection` (what the official scorer keeps, in its order),
+  `evad.evaluation.ava.scoring` (matching, AP, `AvaResult`), `evad.evaluation.ava.evaluator` and,
+  for the CSV readers and writers, `evad.evaluation.ava.io`; the per-class chart is in
   `evad.viz.ap_chart`.
 * `evad.evaluation.tubes`: UCF101-24 / JHMDB frame-mAP and video-mAP from the standard
   ground-truth pickles (`load_groundtruth`, `evaluate_tubes`).

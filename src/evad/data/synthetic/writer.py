@@ -20,7 +20,7 @@ from evad.data.synthetic.config import SYNTH_CLASSES, SynthConfig, SynthSummary
 from evad.data.synthetic.render import render_frames
 from evad.data.synthetic.scene import SynthVideo, simulate_video
 from evad.errors import UserError
-from evad.evaluation.ava_io import write_labelmap
+from evad.evaluation.ava.io import write_labelmap
 from evad.fileio import folder_entries, make_dirs
 
 # ----------------------------------------------------------------------------------------------

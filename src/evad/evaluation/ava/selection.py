@@ -7,7 +7,7 @@ the order they come in decide which detection takes a box. This module reproduce
 :func:`prepare_groundtruth` groups the ground-truth boxes by (keyframe, class) in the official
 order, once for many scorings, and :func:`select_detections` filters and caps the detections with
 vectorised sorts, simulating the heap row by row only on the keyframes where ties make its order
-matter. `evad.evaluation.ava_scoring` matches what they return; the rules are listed in
+matter. `evad.evaluation.ava.scoring` matches what they return; the rules are listed in
 `evad.evaluation.ava`.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evad.errors import UserError
-from evad.evaluation.ava_io import AvaInputWarning, AvaTable, Key
+from evad.evaluation.ava.io import AvaInputWarning, AvaTable, Key
 
 
 @dataclass(frozen=True)

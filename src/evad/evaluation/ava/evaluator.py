@@ -2,7 +2,7 @@
 
 :class:`AvaEvaluator` reads and prepares the ground truth once, collects each batch's per-keyframe
 boxes and action scores (arrays or tensors) as detection rows, and scores them with
-`evad.evaluation.ava_scoring` exactly as the CSV they would make (`evad.engine.evaluate` uses it).
+`evad.evaluation.ava.scoring` exactly as the CSV they would make (`evad.engine.evaluate` uses it).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from evad.evaluation.ava_io import (
+from evad.evaluation.ava.io import (
     AvaTable,
     Key,
     keyframe_key,
@@ -21,8 +21,8 @@ from evad.evaluation.ava_io import (
     read_groundtruth,
     read_labelmap,
 )
-from evad.evaluation.ava_scoring import MAX_DETECTIONS_PER_KEYFRAME, AvaResult, score_detections
-from evad.evaluation.ava_selection import prepare_groundtruth
+from evad.evaluation.ava.scoring import MAX_DETECTIONS_PER_KEYFRAME, AvaResult, score_detections
+from evad.evaluation.ava.selection import prepare_groundtruth
 
 
 def _as_numpy(value: Any) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Matching detections to ground truth and per-class AP: the AVA frame-mAP and the result type.
 
-:func:`score_detections` takes ground truth prepared by `evad.evaluation.ava_selection` and the
+:func:`score_detections` takes ground truth prepared by `evad.evaluation.ava.selection` and the
 detections it selects, pairs each detection with the boxes of its keyframe and class (single
 best-IoU box, first on ties; a hit needs IoU >= 0.5 and a box no earlier detection took), and
 computes each class's PASCAL VOC all-points AP and the mean over the classes with ground truth
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from evad.evaluation.ava_io import AvaTable
-from evad.evaluation.ava_selection import GroundTruth, select_detections, warn
+from evad.evaluation.ava.io import AvaTable
+from evad.evaluation.ava.selection import GroundTruth, select_detections, warn
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_KEYFRAME = 50
@@ -104,7 +104,7 @@ def _average_precision(scores: np.ndarray, true_positive: np.ndarray, num_gt: in
 
 def score_detections(gt: GroundTruth, det: AvaTable, cap: int, input_order: bool = False) -> AvaResult:
     """Score detections against ground truth from
-    :func:`~evad.evaluation.ava_selection.prepare_groundtruth` (:func:`evad.evaluation.ava.evaluate_ava`
+    :func:`~evad.evaluation.ava.selection.prepare_groundtruth` (:func:`evad.evaluation.ava.evaluate_ava`
     after its preparation; `cap` is its `max_per_keyframe`).
 
     Raises:

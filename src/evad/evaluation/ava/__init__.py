@@ -17,17 +17,17 @@ ground-truth box a detection takes, and how ``np.argsort`` orders equal scores. 
   box on ties); a hit needs IoU >= 0.5 and a box still free, there is no second choice. (With
   ``input_order`` and no cap, they take them in the order given instead: the evaluation in EVAD's
   own code, see :func:`evaluate_ava`.)
-  detections with zero or negative width or height are dropped after the cap (inverted boxes with
+- detections with zero or negative width or height are dropped after the cap (inverted boxes with
   a warning: they usually mean swapped columns);
 - AP is the PASCAL VOC all-points area under the precision envelope; classes with ground truth
   but no detections score 0; classes without ground truth are left out of the mean.
 
-This module holds the entry points `evaluate_ava` and `evaluate_ava_files` and re-exports the
-public names of its parts: `evad.evaluation.ava_selection` (ground-truth preparation, the class and
-keyframe filters, the per-keyframe cap), `evad.evaluation.ava_scoring` (matching, AP, `AvaResult`)
-and `evad.evaluation.ava_evaluator` (the streaming `AvaEvaluator`).
+The package's top level holds the entry points `evaluate_ava` and `evaluate_ava_files` and re-exports the
+public names of its parts: `evad.evaluation.ava.selection` (ground-truth preparation, the class and
+keyframe filters, the per-keyframe cap), `evad.evaluation.ava.scoring` (matching, AP, `AvaResult`)
+and `evad.evaluation.ava.evaluator` (the streaming `AvaEvaluator`).
 
-Reading (`evad.evaluation.ava_io`, re-exported here) is vectorised: a 1.5-million-row detections
+Reading (`evad.evaluation.ava.io`, re-exported here) is vectorised: a 1.5-million-row detections
 file is read and scored in a few seconds (``python benchmarks/bench_ava_eval.py``), where the
 official scorer needs about 40.
 """
@@ -37,8 +37,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-from evad.evaluation.ava_evaluator import AvaEvaluator
-from evad.evaluation.ava_io import (
+from evad.evaluation.ava.evaluator import AvaEvaluator
+from evad.evaluation.ava.io import (
     AvaInputWarning,
     AvaTable,
     Key,
@@ -50,14 +50,14 @@ from evad.evaluation.ava_io import (
     write_detections_csv,
     write_labelmap,
 )
-from evad.evaluation.ava_scoring import (
+from evad.evaluation.ava.scoring import (
     GROUPS,
     IOU_THRESHOLD,
     MAX_DETECTIONS_PER_KEYFRAME,
     AvaResult,
     score_detections,
 )
-from evad.evaluation.ava_selection import prepare_groundtruth
+from evad.evaluation.ava.selection import prepare_groundtruth
 
 __all__ = [
     "GROUPS",
