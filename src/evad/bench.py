@@ -297,7 +297,7 @@ def train_step(
     """One training step as `evad.engine.epoch.train_one_epoch` takes it: forward under autocast,
     fp32 losses, backward, AdamW step. Gradients are released at the end so that the memory before
     the next step is weights + optimizer state only."""
-    from evad.engine.evaluate import to_float32
+    from evad.engine.predict import to_float32
 
     def step() -> None:
         with autocast(device, dtype):

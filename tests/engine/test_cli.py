@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-import evad.engine.evaluate as evaluate_module
+import evad.engine.eval_checkpoint as eval_checkpoint_module
 import evad.engine.train as train_module
 from evad.cli import main
 from evad.engine.train import TrainData
@@ -28,7 +28,7 @@ def tiny_data(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "build_data", build_data)
     monkeypatch.setattr(
-        evaluate_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
+        eval_checkpoint_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
     )
 
 
@@ -106,7 +106,7 @@ def test_a_relative_data_root_is_stored_absolute(tmp_path, config_file, tiny_dat
         roots.append(config.data.root)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluate_module, "build_val_data", build_val_data)
+    monkeypatch.setattr(eval_checkpoint_module, "build_val_data", build_val_data)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     main(["eval", "--checkpoint", str(run / "last.pt"), "--no-progress"])

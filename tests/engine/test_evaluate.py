@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from evad.engine.evaluate import (
-    KeyframeDetections,
-    gather_detections,
-    run_inference,
-    score_detections,
-)
+from evad.engine.evaluate import score_detections
+from evad.engine.predict import KeyframeDetections, gather_detections, run_inference
 from evad.evaluation.ava import evaluate_ava_files
 from evad.evaluation.tubes import evaluate_tubes, read_detections
 from evad.models.factory import create_model

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import evad
-import evad.engine.evaluate as evaluate_module
+import evad.engine.eval_checkpoint as eval_checkpoint_module
 from evad.cli import main
 from evad.config import config_from_dict
 from evad.engine import checkpoint as ckpt
@@ -120,7 +120,7 @@ def test_detect_and_eval_read_the_weights(tmp_path, best_pt, monkeypatch, capsys
     assert "pass --config" in capsys.readouterr().err
     val_set = TinyDataset(6, flip=False, root=tmp_path / "gt")
     monkeypatch.setattr(
-        evaluate_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
+        eval_checkpoint_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
     )
     config = tmp_path / "eval.yaml"
     config.write_text("data: {format: ava, timestamp_start: 0}\ntrain: {device: cpu}\n")

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evad.cli import process_rank
-    from evad.engine.evaluate import evaluate_checkpoint
+    from evad.engine.eval_checkpoint import evaluate_checkpoint
     from evad.errors import UserError
     from evad.weights.evad_format import is_weights_path
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from evad.data.collate import batched
 from evad.engine import checkpoint as ckpt
 from evad.engine import distributed
-from evad.engine.evaluate import autocast_context, to_float32
+from evad.engine.predict import autocast_context, to_float32
 from evad.engine.runlog import LossWindow, RunLog
 from evad.losses import SetCriterion
 

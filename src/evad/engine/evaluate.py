@@ -1,7 +1,8 @@
-"""Inference over a validation loader and scoring with the official protocols (SPEC sections 10-11).
+"""Scoring a validation set's detections with the official protocols (SPEC sections 10-11).
 
-`run_inference` turns batches into per-keyframe detections (boxes in original-frame pixels and
-normalised, person and action scores); `evaluate` gathers them on rank 0 and scores them:
+`evad.engine.predict.run_inference` turns batches into per-keyframe detections (boxes in
+original-frame pixels and normalised, person and action scores); `evaluate` runs it, gathers the
+detections on rank 0 and scores them:
 
 - AVA-format datasets (with `groundtruth_csv`, `labelmap_path`, `exclusions_csv`): frame-mAP of
   `evaluation.ava.AvaEvaluator` over the label map's classes that the dataset trains
@@ -27,21 +28,18 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from evad.config import Config, config_from_dict, load_config
-from evad.engine import checkpoint as ckpt
+from evad.config import Config
 from evad.engine import distributed
 from evad.engine.checkpoint import unwrap
-from evad.errors import UserError, raised_alike_by_every_process
+from evad.engine.predict import KeyframeDetections, gather_detections, run_inference
+from evad.errors import UserError
 from evad.evaluation.ava import MAX_DETECTIONS_PER_KEYFRAME
 from evad.fileio import make_dirs, write_atomically, write_json_atomically
 from evad.models.detector import EVAD
@@ -53,114 +51,6 @@ logger = logging.getLogger(__name__)
 DETECTIONS_CSV = "detections.csv"
 SCORED_LABELMAP = "labelmap_scored.pbtxt"
 METRICS_JSON = "metrics.json"
-
-
-@dataclass
-class KeyframeDetections:
-    """The detections of one keyframe, on the CPU.
-
-    Attributes:
-        video: Video id.
-        timestamp: AVA second, or frame number (from 1) for tube datasets.
-        boxes: (K, 4) float32 xyxy in pixels of the original frame.
-        boxes_normalized: (K, 4) float64 boxes divided by (W, H, W, H) of the original frame.
-        person_scores: (K,) float32 person probabilities.
-        action_scores: (K, C) float32 action probabilities, column j for `dataset.class_ids[j]`.
-        image_size: Original (height, width).
-    """
-
-    video: str
-    timestamp: int
-    boxes: np.ndarray
-    boxes_normalized: np.ndarray
-    person_scores: np.ndarray
-    action_scores: np.ndarray
-    image_size: tuple[int, int]
-
-
-def autocast_context(device: torch.device, amp: str) -> Any:
-    """torch.autocast for "bf16" / "fp16" on CUDA; a no-op elsewhere."""
-    if device.type != "cuda" or amp == "none":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-def to_float32(outputs: Any) -> Any:
-    """Floating tensors in a nested prediction dict cast to float32 (losses and scores in fp32)."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float() if outputs.is_floating_point() else outputs
-    if isinstance(outputs, dict):
-        return {k: to_float32(v) for k, v in outputs.items()}
-    if isinstance(outputs, list | tuple):
-        return type(outputs)(to_float32(v) for v in outputs)
-    return outputs
-
-
-@torch.no_grad()
-def run_inference(
-    model: nn.Module,
-    loader: Iterable,
-    postprocess: PostProcess,
-    keep_rate: float | None = None,
-    device: torch.device | None = None,
-    amp: str = "none",
-    progress: bool = True,
-) -> list[KeyframeDetections]:
-    """Detect on every batch of `loader` (this process's share when distributed).
-
-    Args:
-        model: The detector, possibly wrapped in DistributedDataParallel.
-        loader: Yields `evad.data.collate.Batch` (clips, image_sizes, videos, timestamps, orig_sizes).
-        postprocess: Turns predictions into detections in original-frame pixels.
-        keep_rate: Token keep rate; None uses the model's.
-        device: Where the model runs; defaults to the device of its parameters.
-        amp: "none", "bf16" or "fp16" autocast on CUDA.
-        progress: Show a progress bar (rank 0, interactive terminals only).
-    """
-    net = unwrap(model)
-    device = device or next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    results: list[KeyframeDetections] = []
-    show = progress and distributed.is_main_process()
-    bar = tqdm(loader, desc="eval", unit="batch", leave=False, disable=None if show else True)
-    try:
-        for batch in bar:
-            batch = batch.to(device)
-            with autocast_context(device, amp):
-                outputs = net(batch.clips, batch.image_sizes, keep_rate=keep_rate)
-            detections = postprocess(to_float32(outputs), target_sizes=batch.orig_sizes)
-            for i, det in enumerate(detections):
-                results.append(
-                    KeyframeDetections(
-                        video=str(batch.videos[i]),
-                        timestamp=int(batch.timestamps[i]),
-                        boxes=det.boxes.cpu().numpy().astype(np.float32),
-                        boxes_normalized=det.normalized_boxes().cpu().double().numpy(),
-                        person_scores=det.person_scores.cpu().numpy().astype(np.float32),
-                        action_scores=det.action_scores.cpu().numpy().astype(np.float32),
-                        image_size=tuple(int(s) for s in det.image_size),
-                    )
-                )
-    finally:
-        bar.close()
-        net.train(was_training)
-    return results
-
-
-def gather_detections(results: Sequence[KeyframeDetections]) -> list[KeyframeDetections]:
-    """All processes' detections on rank 0 (empty elsewhere), one per keyframe, sorted by key.
-
-    A distributed sampler pads the last shard with repeated keyframes; the duplicates go here.
-    """
-    gathered = distributed.all_gather_objects(list(results))
-    if not distributed.is_main_process():
-        return []
-    unique: dict[tuple[str, int], KeyframeDetections] = {}
-    for part in gathered:
-        for item in part:
-            unique.setdefault((item.video, item.timestamp), item)
-    return [unique[key] for key in sorted(unique)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,7 +297,7 @@ def evaluate(
 
 
 # ----------------------------------------------------------------------------------------------
-# Building and evaluating a checkpoint
+# Building a model and the validation data from a config (`evad.engine.eval_checkpoint` runs `evad eval`)
 
 
 def make_model(config: Config, num_classes: int) -> tuple[ModelConfig, EVAD]:
@@ -439,122 +329,3 @@ def build_val_data(config: Config) -> tuple[Any, Any]:
         seed=config.train.seed,
     )
     return dataset, loader
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    config_path: str | Path | None = None,
-    overrides: Sequence[str] = (),
-    *,
-    keep_rate: float | None = None,
-    out_dir: str | Path | None = None,
-    overwrite: bool = False,
-    data: tuple[Any, Any] | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate the model stored in `checkpoint` on the validation split (what `evad eval` runs).
-
-    The model's architecture always comes from the config stored in the checkpoint (the weights
-    fix it); data and evaluation settings come from `config_path` (with `overrides`), or from the
-    stored config when no file is given.
-
-    Args:
-        checkpoint: `last.pt` or `best.pt` of `evad train`.
-        config_path: Config file for the data and eval sections; None uses the stored config.
-        overrides: Dotted ``key=value`` overrides.
-        keep_rate: Token keep rate; None uses `eval.keep_rate`, then the model's.
-        out_dir: Where `detections.csv` and `metrics.json` go; default: next to the checkpoint,
-            ``eval-<checkpoint name>[-kr<keep rate>]``.
-        overwrite: Replace an existing `detections.csv` or `metrics.json` in `out_dir`.
-        data: (dataset, loader) to use instead of building them from the config.
-        progress: Show a progress bar.
-
-    Returns:
-        The summary of `evaluate` plus `out_dir` and the `keep_rate` used.
-    """
-    path = Path(checkpoint)
-    with raised_alike_by_every_process():
-        state, config, keep_rate, out_dir = _checkpoint_settings(
-            path, config_path, overrides, keep_rate, out_dir, overwrite
-        )
-
-    with raised_alike_by_every_process():
-        info = distributed.init_from_env(config.train.device)
-    try:
-        with raised_alike_by_every_process():
-            dataset, loader = data if data is not None else build_val_data(config)
-            num_classes = int(dataset.num_classes)
-            stored_classes = state.get("dataset", {}).get("num_classes")
-            if stored_classes is not None and stored_classes != num_classes:
-                raise UserError(
-                    f"{path}: the model predicts {stored_classes} classes, the validation set has "
-                    f"{num_classes}"
-                )
-            model_cfg, model = make_model(config, num_classes)
-            ckpt.load_model_state(model, state["model"], str(path))
-        model.to(info.device)
-        amp = config.train.amp if info.device.type == "cuda" else "none"
-        summary = evaluate(
-            model,
-            loader,
-            dataset,
-            make_postprocess(config, model_cfg),
-            keep_rate=keep_rate,
-            out_dir=out_dir,
-            device=info.device,
-            amp=amp,
-            progress=progress,
-            ava_max_per_keyframe=config.eval.ava_max_per_keyframe,
-            ava_input_order=config.eval.ava_input_order,
-        )
-    finally:
-        distributed.cleanup(info)
-    used = keep_rate if keep_rate is not None else model_cfg.keep_rate
-    return {**summary, "out_dir": str(out_dir), "keep_rate": used}
-
-
-def _checkpoint_settings(
-    path: Path,
-    config_path: str | Path | None,
-    overrides: Sequence[str],
-    keep_rate: float | None,
-    out_dir: str | Path | None,
-    overwrite: bool,
-) -> tuple[dict[str, Any], Config, float | None, Path]:
-    """The checkpoint's state, the config (model section from the checkpoint), the keep rate and
-    the output folder of `evaluate_checkpoint`, refusing outputs that exist without `overwrite`."""
-    model_overrides = [o for o in overrides if o.strip().startswith("model.")]
-    if model_overrides:
-        raise UserError(
-            f"{model_overrides[0].split('=')[0].strip()}: the model comes from the checkpoint and cannot "
-            "be changed here; evaluate at another keep rate with --keep-rate (or eval.keep_rate), "
-            "another person threshold with eval.person_threshold"
-        )
-    state = ckpt.load_checkpoint(path)
-    stored = state.get("config")
-    if config_path is not None:
-        config = load_config(config_path, overrides)
-    elif stored is not None:
-        config = config_from_dict(stored, str(path), overrides)
-    else:
-        raise UserError(f"{path}: stores no config; pass --config")
-    if stored is not None:
-        model_section = config_from_dict(stored, str(path)).model
-        if model_section != config.model:
-            preset = stored.get("model", {}).get("preset")
-            named = f" (preset {preset})" if preset else " (a custom model)"
-            logger.info("model settings are taken from the checkpoint%s", named)
-        config.model = model_section
-    if keep_rate is None:
-        keep_rate = config.eval.keep_rate
-    if out_dir is None:
-        suffix = f"-kr{keep_rate:g}" if keep_rate is not None else ""
-        out_dir = path.parent / f"eval-{path.stem}{suffix}"
-    out_dir = Path(out_dir)
-    existing = [name for name in (DETECTIONS_CSV, METRICS_JSON) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise UserError(
-            f"{out_dir} already holds {' and '.join(existing)}; pass --overwrite to replace them or --out "
-            "elsewhere"
-        )
-    return state, config, keep_rate, out_dir
