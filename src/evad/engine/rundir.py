@@ -10,6 +10,8 @@ no run's results are lost or mixed with another's:
 - `check_resumed_settings`: a resumed run refuses optimizer settings that differ from the
   checkpoint's (the resumed optimizer would keep the old ones) and names the other settings that
   changed.
+- `prepare_output_dir`: once the checks pass, the folder is made (cleared with `--overwrite`) and
+  the run's config written there.
 
 The files and folders a run writes are listed in `evad.engine.train`'s docstring; `RUN_FILES` and
 `RUN_FOLDERS` name those whose presence means an earlier run.
@@ -28,6 +30,7 @@ from evad.engine import distributed
 from evad.engine.evaluate import DETECTIONS_CSV, METRICS_JSON, SCORED_LABELMAP
 from evad.engine.runlog import LOG_FILE, TENSORBOARD_DIR, log_info
 from evad.errors import UserError
+from evad.fileio import make_dirs, remove_stale_temporaries
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +199,15 @@ def clear_outputs(out_dir: Path) -> None:
                 path.unlink()
         if not any(folder.iterdir()):
             folder.rmdir()
+
+
+def prepare_output_dir(out_dir: Path, config: Config, clear: bool) -> None:
+    """Make `out_dir`, remove the partly written checkpoints of a killed save, and with `clear` an
+    earlier run's outputs (`clear_outputs`); then write the run's config there."""
+    make_dirs(out_dir)
+    stale = sum(remove_stale_temporaries(out_dir / name) for name in (ckpt.LAST, ckpt.BEST))
+    if stale:
+        log_info(f"{out_dir}: removed {stale} partly written checkpoint file(s) of a killed save")
+    if clear:
+        clear_outputs(out_dir)
+    config.save(out_dir / ckpt.CONFIG)

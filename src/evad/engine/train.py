@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from evad.config import Config, TrainConfig
@@ -61,12 +62,11 @@ from evad.engine.rundir import (
     check_creatable,
     check_resumed_settings,
     check_same_run,
-    clear_outputs,
+    prepare_output_dir,
     resolve_resume,
 )
 from evad.engine.runlog import RunLog, log_info
 from evad.errors import UserError, raised_alike_by_every_process
-from evad.fileio import make_dirs, remove_stale_temporaries
 from evad.models.factory import build_criterion
 
 logger = logging.getLogger(__name__)
@@ -226,6 +226,68 @@ def _cut_rng(rngs: list[dict[str, Any]] | None, info: distributed.DistInfo, sour
     return None
 
 
+@dataclass
+class _Resumed:
+    """Where a run starts: at the beginning, or where the checkpoint it resumes stopped."""
+
+    epochs: int = 0
+    global_step: int = 0
+    best: float | None = None
+    epoch_batches: int = 0  # micro-batches of epoch `epochs` (0-based) already trained on
+    epoch_rng: Any = None  # this process's RNG state where they end
+    eval_pending: bool = False  # the last epoch's evaluation stopped before it finished
+
+
+def _restore(
+    state: dict[str, Any],
+    source: Path,
+    info: distributed.DistInfo,
+    num_classes: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None,
+    epoch_steps: int,
+    tc: TrainConfig,
+) -> _Resumed:
+    """Load checkpoint `source`'s training state into the model, optimizer, scheduler, scaler and
+    RNGs, and move the schedule to where that run stopped, counted in this run's `epoch_steps`."""
+    stored = state.get("dataset", {}).get("num_classes")
+    if stored is not None and stored != num_classes:
+        raise UserError(f"{source}: trained on {stored} classes, the dataset has {num_classes}")
+    ckpt.load_model_state(model, state["model"], str(source))
+    if "optimizer" not in state:
+        raise UserError(f"{source}: holds no training state (use last.pt to resume)")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    start_epoch, global_step = state["epoch"], state["global_step"]
+    skip_batches = int(state.get("epoch_batches", 0))
+    resumed_rng = _cut_rng(state.get("epoch_rng"), info, source) if skip_batches else None
+    ckpt.set_rng_state(state["rng"])
+    # Where the schedule goes on: epochs done at this run's steps per epoch, which differ from
+    # the saved run's when the processes, batch size, accum_steps or data changed.
+    position = start_epoch * epoch_steps + math.ceil(skip_batches / tc.accum_steps)
+    if position != global_step:
+        log_info(
+            f"{source}: the run stopped after step {global_step}; an epoch is now "
+            f"{epoch_steps} optimizer steps, so the learning-rate schedule goes on at step "
+            f"{position} of {tc.epochs * epoch_steps}, the same point of training"
+        )
+    move_schedule(scheduler, position)
+    partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
+    log_info(f"resumed from {source}: {start_epoch} epochs{partial}, {global_step} steps done")
+    return _Resumed(
+        start_epoch,
+        global_step,
+        state.get("best_metric"),
+        skip_batches,
+        resumed_rng,
+        bool(state.get("eval_pending")),
+    )
+
+
 def _train(
     config: Config,
     info: distributed.DistInfo,
@@ -270,38 +332,14 @@ def _train(
     )
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
-    start_epoch, global_step, best = 0, 0, None
-    skip_batches, resumed_rng = 0, None  # the part of epoch `start_epoch` already trained on
-    owed_evaluation = False  # the last epoch's evaluation stopped before it finished
+    resumed = _Resumed()
     if state is not None:
-        stored = state.get("dataset", {}).get("num_classes")
-        if stored is not None and stored != num_classes:
-            raise UserError(f"{resume_path}: trained on {stored} classes, the dataset has {num_classes}")
-        ckpt.load_model_state(model, state["model"], str(resume_path))
-        if "optimizer" not in state:
-            raise UserError(f"{resume_path}: holds no training state (use last.pt to resume)")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, global_step, best = state["epoch"], state["global_step"], state.get("best_metric")
-        skip_batches = int(state.get("epoch_batches", 0))
-        if skip_batches:
-            resumed_rng = _cut_rng(state.get("epoch_rng"), info, resume_path)
-        owed_evaluation = bool(state.get("eval_pending"))
-        ckpt.set_rng_state(state["rng"])
-        # Where the schedule goes on: epochs done at this run's steps per epoch, which differ from
-        # the saved run's when the processes, batch size, accum_steps or data changed.
-        position = start_epoch * epoch_steps + math.ceil(skip_batches / tc.accum_steps)
-        if position != global_step:
-            log_info(
-                f"{resume_path}: the run stopped after step {global_step}; an epoch is now "
-                f"{epoch_steps} optimizer steps, so the learning-rate schedule goes on at step "
-                f"{position} of {total_steps}, the same point of training"
-            )
-        move_schedule(scheduler, position)
-        partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
-        log_info(f"resumed from {resume_path}: {start_epoch} epochs{partial}, {global_step} steps done")
+        resumed = _restore(
+            state, resume_path, info, num_classes, model, optimizer, scheduler, scaler, epoch_steps, tc
+        )
+    start_epoch, global_step, best = resumed.epochs, resumed.global_step, resumed.best
+    skip_batches, resumed_rng = resumed.epoch_batches, resumed.epoch_rng
+    owed_evaluation = resumed.eval_pending
 
     if info.distributed:
         model = DistributedDataParallel(
@@ -309,13 +347,7 @@ def _train(
         )
 
     if info.is_main:
-        make_dirs(out_dir)
-        stale = sum(remove_stale_temporaries(out_dir / name) for name in (ckpt.LAST, ckpt.BEST))
-        if stale:
-            log_info(f"{out_dir}: removed {stale} partly written checkpoint file(s) of a killed save")
-        if clear:
-            clear_outputs(out_dir)
-        config.save(out_dir / ckpt.CONFIG)
+        prepare_output_dir(out_dir, config, clear)
     distributed.barrier()
     run_log = RunLog(out_dir, global_step if state is not None else None, tc.tensorboard)
     dataset_info = {
