@@ -1,7 +1,10 @@
-"""Exceptions that the command line turns into a one-line message instead of a traceback."""
+"""Exceptions that the command line turns into a one-line message instead of a traceback, and
+warnings that point at the user's code."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,3 +46,18 @@ def raised_alike_by_every_process() -> Iterator[None]:
     except UserError as err:
         err.every_process = True
         raise
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` call, in the function calling this one,
+    report the first caller outside evad: the user's line, however deep inside evad the warning is
+    raised (Python 3.12's ``skip_file_prefixes``, for 3.10 and 3.11)."""
+    frame = sys._getframe(1)  # the function about to call warnings.warn: stacklevel 1
+    level = 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level

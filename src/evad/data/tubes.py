@@ -19,7 +19,7 @@ import numpy as np
 from evad.data.dataset import ClipDataset, KeyframeTargets
 from evad.data.frames import FrameSource
 from evad.data.transforms import ClipTransform
-from evad.errors import UserError
+from evad.errors import UserError, outside_stacklevel
 
 # The evaluation module's pickle reader (restricted unpickler, tube checks) also reads the training
 # videos, which `load_groundtruth` leaves out.
@@ -135,7 +135,7 @@ def _training_videos(
             f"{path}: {outside} annotated frames of training tubes lie outside their video's frames "
             "1..nframes; skipped",
             UserWarning,
-            stacklevel=3,
+            stacklevel=outside_stacklevel(),
         )
     return videos, nframes, tubes
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from evad.errors import outside_stacklevel
 from evad.inference.video import VideoDecodeWarning, VideoReader
 from evad.viz.draw import draw_detections
 
@@ -57,7 +58,10 @@ def _pick_encoder(width: int, height: int) -> tuple[str, str]:
     if has_libx264():
         # 4:2:0 needs even sizes; 4:4:4 keeps an odd-sized frame exact (not every player shows it).
         return "libx264", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-    warnings.warn("this PyAV build has no H.264 encoder; the annotated video is MPEG-4 part 2", stacklevel=3)
+    warnings.warn(
+        "this PyAV build has no H.264 encoder; the annotated video is MPEG-4 part 2",
+        stacklevel=outside_stacklevel(),
+    )
     return "mpeg4", "yuv420p"
 
 

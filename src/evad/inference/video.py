@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evad.errors import UserError
+from evad.errors import UserError, outside_stacklevel
 
 _EPS = 1e-6  # seconds; timestamps closer than this are equal
 # Seconds: MKV and WebM store millisecond timestamps, so a video's end estimated from its last two
@@ -217,7 +217,7 @@ class VideoReader:
             warnings.warn(
                 f"{self.path}: decoded {n} frames ({'; '.join(reasons)}); using what could be decoded",
                 VideoDecodeWarning,
-                stacklevel=3,
+                stacklevel=outside_stacklevel(),
             )
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evad.errors import UserError
+from evad.errors import UserError, outside_stacklevel
 from evad.evaluation.ava.io import AvaInputWarning, AvaTable, Key
 
 
@@ -104,7 +104,7 @@ def _rows(table: AvaTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 def warn(message: str) -> None:
     """Warn of input the official scorer silently ignores (an :class:`AvaInputWarning`)."""
-    warnings.warn(message, AvaInputWarning, stacklevel=4)
+    warnings.warn(message, AvaInputWarning, stacklevel=outside_stacklevel())
 
 
 def _describe_ids(table: AvaTable, mask: np.ndarray) -> str:
