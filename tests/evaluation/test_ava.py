@@ -300,7 +300,8 @@ def test_groundtruth_formats(tmp_path):
     (tmp_path / "gt.csv").write_bytes(f"v1,902,{A},1,3\r\nv1,902,{A},1\r\nv1,903\r\nv1,902,{B},17,4".encode())
     write(tmp_path / "det.csv", [f"v1,902,{A},1,0.9", f"v1,902,{B},17,0.9", f"v1,903,{A},17,0.95"])
     (tmp_path / "map.pbtxt").write_text(LABELMAP)
-    result = evaluate_ava_files(tmp_path / "gt.csv", tmp_path / "det.csv", tmp_path / "map.pbtxt")
+    with pytest.warns(AvaInputWarning, match="1 ground-truth rows repeat"):
+        result = evaluate_ava_files(tmp_path / "gt.csv", tmp_path / "det.csv", tmp_path / "map.pbtxt")
     assert result.num_groundtruth == {1: 2, 17: 1}
     assert result.per_class == {1: 0.5, 17: 0.5}
 
@@ -543,3 +544,17 @@ def test_cli_plot(tmp_path, cli_main):
     assert (tmp_path / "ap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "bad.json").write_text("{}")
     assert cli_main([*args, "--overwrite", "--compare", str(tmp_path / "bad.json")]) == 2
+
+
+def test_repeated_groundtruth_rows_count_twice_with_a_warning(tmp_path):
+    gt = [f"v1,902,{A},1,0", f"v1,902,{B},1,1", f"v1,902,{A},1,2", f"v1,902,{A},12,0"]
+    with pytest.warns(AvaInputWarning, match=r"gt.csv: 1 ground-truth rows repeat .*, first at line 3"):
+        result = score(tmp_path, gt, [f"v1,902,{A},1,0.9", f"v1,902,{B},1,0.8", f"v1,902,{A},12,0.7"])
+    assert result.per_class[1] == pytest.approx(2 / 3)  # the repeated box is never found
+    assert result.per_class[12] == 1.0
+
+
+def test_input_warnings_point_at_the_callers_line(tmp_path):
+    with pytest.warns(AvaInputWarning, match="outside the label map") as record:
+        score(tmp_path, [f"v1,902,{A},1"], [f"v1,902,{A},5,0.9"])
+    assert {w.filename for w in record} == {__file__}

@@ -142,6 +142,7 @@ def prepare_groundtruth(
             key_to_frame[i] = key_index[key] = len(key_index)
     rows = np.flatnonzero(known & (key_to_frame[table.row_key] >= 0))
     _check_groundtruth_boxes(table, rows)
+    _warn_of_repeated_rows(table, rows)
     key, _, _, labels, boxes = _simulate(table, rows, capacity=0)
     class_position = np.searchsorted(class_ids, labels)
     codes = key_to_frame[key] * len(class_ids) + class_position
@@ -181,6 +182,24 @@ def _check_groundtruth_boxes(table: AvaTable, rows: np.ndarray) -> None:
     empty = int(np.count_nonzero((x2 == x1) | (y2 == y1)))
     if empty:
         warn(f"{table.source}: {empty} ground-truth boxes have zero width or height; nothing can match them")
+
+
+def _warn_of_repeated_rows(table: AvaTable, rows: np.ndarray) -> None:
+    """A row repeating an earlier one (same keyframe, class and box) is a second box to find; the
+    official scorer counts it so, and one detection can match only one of the two."""
+    # R rows of (keyframe, class, x1, y1, x2, y2) -> (R, 6)
+    fields = np.column_stack([table.row_key[rows], table.labels[rows], table.boxes[rows]]).astype(np.float64)
+    _, first = np.unique(fields, axis=0, return_index=True)
+    repeated = len(rows) - len(first)
+    if repeated:
+        is_first = np.zeros(len(rows), dtype=bool)
+        is_first[first] = True
+        row = rows[np.argmax(~is_first)]
+        where = f", first at line {int(table.lines[row])}" if table.lines is not None else ""
+        warn(
+            f"{table.source}: {repeated} ground-truth rows repeat an earlier row's keyframe, class and box"
+            f"{where}; each counts as one more box to find, as in the official scorer"
+        )
 
 
 def select_detections(
