@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -584,3 +585,16 @@ def test_cli_frame_stride_scores_only_the_frames_detected(tmp_path, capsys, monk
     assert cli.main([*args, "--overwrite", "--split", "2"]) == 2
     assert "split 2 does not exist" in capsys.readouterr().err
     assert cli.main([*args, "--overwrite", "--split", "0"]) == 2
+
+
+def test_groundtruth_on_frames_the_video_lacks_warns_and_counts_as_missed(tmp_path):
+    gttubes = {"v0": {0: [tube(1, 22, BOX)]}, "v1": {1: [tube(1, 20, shifted(BOX, 50))]}, "t0": {}}
+    path = write_groundtruth(tmp_path / "gt.pkl", gttubes=gttubes)  # v0 has 20 frames
+    with pytest.warns(UserWarning, match=r"gt.pkl: 2 ground-truth boxes .* outside their video's") as rec:
+        gt = load_groundtruth(path)
+    assert {w.filename for w in rec} == {__file__}
+    metrics = evaluate_tubes(gt, read_detections(write_csv(tmp_path / "det.csv", perfect_rows()), gt))
+    assert metrics.frame_ap[0] == pytest.approx(20 / 22)  # frames 21 and 22 can never be found
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_groundtruth(write_groundtruth(tmp_path / "clean.pkl"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from evad.errors import UserError
+from evad.errors import UserError, outside_stacklevel
 
 try:
     from numpy._core import multiarray as _multiarray
@@ -162,6 +163,7 @@ def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
     videos = tuple(str(v) for v in splits[split - 1])
     nframes = np.zeros(len(videos), dtype=np.int64)
     tubes = []
+    outside = 0  # boxes on frames the video does not have
     for iv, video in enumerate(videos):
         if video not in data["nframes"] or video not in data["gttubes"]:
             raise UserError(f"{path}: test video {video!r} has no nframes or gttubes entry")
@@ -172,5 +174,15 @@ def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
             if not isinstance(label, (int, np.integer)) or not 0 <= label < len(labels):
                 raise UserError(f"{where}: label is not an index into the {len(labels)} labels")
             video_tubes[int(label)] = [check_tube(t, f"{where}, tube {i}") for i, t in enumerate(label_tubes)]
+            for tube in video_tubes[int(label)]:
+                outside += int(np.count_nonzero((tube[:, 0] < 1) | (tube[:, 0] > nframes[iv])))
         tubes.append(video_tubes)
+    if outside:
+        warnings.warn(
+            f"{path}: {outside} ground-truth boxes of split {split}'s test tubes lie on frames outside "
+            "their video's 1..nframes; no detection can reach them, so they count as missed, as in the "
+            "reference scorer",
+            UserWarning,
+            stacklevel=outside_stacklevel(),
+        )
     return TubeGroundTruth(labels, videos, nframes, tuple(tubes), split)
