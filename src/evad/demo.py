@@ -56,7 +56,7 @@ class DemoSettings:
     seconds: int = 5
     # The demo's world (`evad.data.synthetic.SynthConfig`): calmer than `evad data synth`'s default,
     # with 4 bigger actors and less clutter; with many short videos it scored about 3x the default
-    # world's frame-mAP at the same training budget (README, "What we tried").
+    # world's frame-mAP at the same training budget (docs/demo_score.md, "What we tried").
     actor_height: tuple[float, float] = (0.5, 0.85)
     max_actors: int = 4
     background_shapes: tuple[int, int] = (3, 8)
