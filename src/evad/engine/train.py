@@ -48,15 +48,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from evad.config import Config, TrainConfig
 from evad.engine import checkpoint as ckpt
-from evad.engine import distributed
+from evad.engine import distributed, snapshots
 from evad.engine.epoch import train_one_epoch
 from evad.engine.evaluate import build_val_data, evaluate, make_model, make_postprocess
-from evad.engine.optim import build_optimizer, build_scheduler, move_schedule, steps_per_epoch
+from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
 from evad.engine.rundir import (
     EVAL_DIR,
     check_creatable,
@@ -196,98 +195,6 @@ class _Phase:
     training: bool = False
 
 
-@dataclass
-class _StopPoint:
-    """Where training stands: `epochs` whole epochs done, then `epoch_batches` micro-batches of the
-    next one (an epoch cut by `max_steps`), with `rngs` every process's RNG state at that cut."""
-
-    epochs: int
-    epoch_batches: int = 0
-    rngs: list[dict[str, Any]] | None = None
-
-    @property
-    def epoch_number(self) -> int:
-        """The 1-based epoch the run is at: the last whole one, or the cut one."""
-        return self.epochs + (1 if self.epoch_batches else 0)
-
-
-def _cut_rng(rngs: list[dict[str, Any]] | None, info: distributed.DistInfo, source: Path) -> Any:
-    """This process's RNG state at the cut that `source` stopped at, or None (with a warning) when
-    it was saved by another number of processes."""
-    if rngs is not None and len(rngs) == info.world_size:
-        return rngs[info.rank]
-    if info.is_main:
-        logger.warning(
-            "%s: its epoch was cut on %s processes, and goes on on %d: not as an uninterrupted run would",
-            source,
-            len(rngs) if rngs is not None else "an unknown number of",
-            info.world_size,
-        )
-    return None
-
-
-@dataclass
-class _Resumed:
-    """Where a run starts: at the beginning, or where the checkpoint it resumes stopped."""
-
-    epochs: int = 0
-    global_step: int = 0
-    best: float | None = None
-    epoch_batches: int = 0  # micro-batches of epoch `epochs` (0-based) already trained on
-    epoch_rng: Any = None  # this process's RNG state where they end
-    eval_pending: bool = False  # the last epoch's evaluation stopped before it finished
-
-
-def _restore(
-    state: dict[str, Any],
-    source: Path,
-    info: distributed.DistInfo,
-    num_classes: int,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler | None,
-    epoch_steps: int,
-    tc: TrainConfig,
-) -> _Resumed:
-    """Load checkpoint `source`'s training state into the model, optimizer, scheduler, scaler and
-    RNGs, and move the schedule to where that run stopped, counted in this run's `epoch_steps`."""
-    stored = state.get("dataset", {}).get("num_classes")
-    if stored is not None and stored != num_classes:
-        raise UserError(f"{source}: trained on {stored} classes, the dataset has {num_classes}")
-    ckpt.load_model_state(model, state["model"], str(source))
-    if "optimizer" not in state:
-        raise UserError(f"{source}: holds no training state (use last.pt to resume)")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    start_epoch, global_step = state["epoch"], state["global_step"]
-    skip_batches = int(state.get("epoch_batches", 0))
-    resumed_rng = _cut_rng(state.get("epoch_rng"), info, source) if skip_batches else None
-    ckpt.set_rng_state(state["rng"])
-    # Where the schedule goes on: epochs done at this run's steps per epoch, which differ from
-    # the saved run's when the processes, batch size, accum_steps or data changed.
-    position = start_epoch * epoch_steps + math.ceil(skip_batches / tc.accum_steps)
-    if position != global_step:
-        log_info(
-            f"{source}: the run stopped after step {global_step}; an epoch is now "
-            f"{epoch_steps} optimizer steps, so the learning-rate schedule goes on at step "
-            f"{position} of {tc.epochs * epoch_steps}, the same point of training"
-        )
-    move_schedule(scheduler, position)
-    partial = f" and {skip_batches} batches of epoch {start_epoch + 1}" if skip_batches else ""
-    log_info(f"resumed from {source}: {start_epoch} epochs{partial}, {global_step} steps done")
-    return _Resumed(
-        start_epoch,
-        global_step,
-        state.get("best_metric"),
-        skip_batches,
-        resumed_rng,
-        bool(state.get("eval_pending")),
-    )
-
-
 def _train(
     config: Config,
     info: distributed.DistInfo,
@@ -332,13 +239,13 @@ def _train(
     )
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
-    resumed = _Resumed()
+    resumed = snapshots.Resumed()
     if state is not None:
-        resumed = _restore(
+        resumed = snapshots.restore(
             state, resume_path, info, num_classes, model, optimizer, scheduler, scaler, epoch_steps, tc
         )
-    start_epoch, global_step, best = resumed.epochs, resumed.global_step, resumed.best
-    skip_batches, resumed_rng = resumed.epoch_batches, resumed.epoch_rng
+    start_epoch, global_step, best = resumed.point.epochs, resumed.global_step, resumed.best
+    resumed_rng = resumed.epoch_rng
     owed_evaluation = resumed.eval_pending
 
     if info.distributed:
@@ -350,38 +257,23 @@ def _train(
         prepare_output_dir(out_dir, config, clear)
     distributed.barrier()
     run_log = RunLog(out_dir, global_step if state is not None else None, tc.tensorboard)
-    dataset_info = {
-        "num_classes": num_classes,
-        "class_ids": [int(c) for c in data.train_set.class_ids],
-        "class_names": [str(n) for n in data.train_set.class_names],
-    }
+    dataset_info = snapshots.dataset_info(data.train_set)
 
-    def snapshot(epochs_done: int, step: int) -> dict[str, Any]:
-        """What every checkpoint holds: weights, config, classes and progress."""
-        return {
-            "model": ckpt.model_state(model),
-            "config": config.to_dict(),
-            "dataset": dataset_info,
-            "epoch": epochs_done,
-            "global_step": step,
-        }
-
-    def save_last(point: _StopPoint, eval_pending: bool = False) -> None:
+    def save_last(point: snapshots.StopPoint, eval_pending: bool = False) -> None:
         """The full training state at `point` (rank 0 only); `eval_pending` marks an evaluation
         there that a resumed run still owes."""
-        training_state = {
-            "best_metric": best,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": ckpt.rng_state(),
-            "epoch_batches": point.epoch_batches,
-            "epoch_rng": point.rngs,
-            "eval_pending": eval_pending,
-        }
-        ckpt.save_checkpoint(out_dir / ckpt.LAST, {**snapshot(point.epochs, global_step), **training_state})
+        snapshots.save_last(
+            out_dir / ckpt.LAST,
+            snapshots.snapshot(model, config, dataset_info, point, global_step),
+            optimizer,
+            scheduler,
+            scaler,
+            point=point,
+            best_metric=best,
+            eval_pending=eval_pending,
+        )
 
-    def evaluate_epoch(point: _StopPoint) -> dict[str, Any]:
+    def evaluate_epoch(point: snapshots.StopPoint) -> dict[str, Any]:
         """Evaluate, log, and keep `best.pt`; a failed or interrupted evaluation does not cost the
         epoch's training: `last.pt` is saved first, owing the evaluation (every epoch reseeds, and a
         cut epoch keeps the RNG state of its cut, so resuming from it stays exact)."""
@@ -413,13 +305,15 @@ def _train(
         if not math.isnan(result[METRIC]) and (best is None or result[METRIC] > best):  # NaN: no GT
             best = result[METRIC]
             if info.is_main:
-                ckpt.save_checkpoint(
-                    out_dir / ckpt.BEST, {**snapshot(point.epochs, global_step), "metrics": summary}
+                snapshots.save_best(
+                    out_dir / ckpt.BEST,
+                    snapshots.snapshot(model, config, dataset_info, point, global_step),
+                    summary,
                 )
         return result
 
     metrics: dict[str, Any] | None = None
-    point = _StopPoint(start_epoch, skip_batches, state.get("epoch_rng") if skip_batches else None)
+    point = resumed.point
     num_batches = len(data.train_loader)
     phase.training = True
     try:
@@ -459,9 +353,9 @@ def _train(
             # Micro-batches of this epoch trained on, by this and earlier runs (a last group may be short).
             trained = min(skip + (global_step - step_before) * tc.accum_steps, num_batches)
             if trained < num_batches:  # cut by max_steps: a resumed run goes on from here
-                point = _StopPoint(epoch, trained, distributed.all_gather_objects(ckpt.rng_state()))
+                point = snapshots.StopPoint(epoch, trained, distributed.all_gather_objects(ckpt.rng_state()))
             else:
-                point = _StopPoint(epoch + 1)
+                point = snapshots.StopPoint(epoch + 1)
             last = point.epochs == tc.epochs or (tc.max_steps is not None and global_step >= tc.max_steps)
             run_log.write(
                 {
