@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import evad.engine.eval_checkpoint as eval_checkpoint_module
+import evad.engine.run_state as run_state_module
 import evad.engine.train as train_module
 from evad.cli import main
 from evad.engine.train import TrainData
@@ -26,7 +27,7 @@ def tiny_data(tmp_path, monkeypatch):
         train_set = TinyDataset(8)
         return TrainData(train_set, loader(train_set, 2), val_set, loader(val_set, 3, shuffle=False))
 
-    monkeypatch.setattr(train_module, "build_data", build_data)
+    monkeypatch.setattr(run_state_module, "build_data", build_data)
     monkeypatch.setattr(
         eval_checkpoint_module, "build_val_data", lambda config: (val_set, loader(val_set, 3, False))
     )
