@@ -1,6 +1,6 @@
 """Training checkpoints: what is stored, atomic writes and `weights_only` loading.
 
-Files in the output directory:
+Files in the output directory (`evad.engine.snapshots` puts together what the checkpoints hold):
 
 - ``last.pt``: the full training state after the latest finished epoch (every
   `train.checkpoint_every` epochs and after the last): model, optimizer, scheduler, gradient
