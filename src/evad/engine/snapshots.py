@@ -45,8 +45,8 @@ class StopPoint:
 
 
 def dataset_info(train_set: Any) -> dict[str, Any]:
-    """The classes a model is trained on, as checkpoints store them (`evad eval` and inference
-    name the model's outputs by them)."""
+    """The classes a model is trained on, as checkpoints store them (inference names the model's
+    outputs by them; `evad eval` and a resumed run check their number)."""
     return {
         "num_classes": int(train_set.num_classes),
         "class_ids": [int(c) for c in train_set.class_ids],
