@@ -27,9 +27,10 @@ public names of its parts: `evad.evaluation.ava.selection` (ground-truth prepara
 keyframe filters, the per-keyframe cap), `evad.evaluation.ava.scoring` (matching, AP, `AvaResult`)
 and `evad.evaluation.ava.evaluator` (the streaming `AvaEvaluator`).
 
-Reading (`evad.evaluation.ava.io`, re-exported here) is vectorised: a 1.5-million-row detections
-file is read and scored in a few seconds (``python benchmarks/bench_ava_eval.py``), where the
-official scorer needs about 40.
+Reading (`evad.evaluation.ava.io`, re-exported here; the parsers are in
+`evad.evaluation.ava.csv_reader`, the `AvaTable` they fill in `evad.evaluation.ava.table`) is
+vectorised: a 1.5-million-row detections file is read and scored in a few seconds
+(``python benchmarks/bench_ava_eval.py``), where the official scorer needs about 40.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from evad.evaluation.ava.io import AvaTable
 from evad.evaluation.ava.selection import GroundTruth, select_detections, warn
+from evad.evaluation.ava.table import AvaTable
 
 IOU_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_KEYFRAME = 50

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evad.errors import UserError, outside_stacklevel
-from evad.evaluation.ava.io import AvaInputWarning, AvaTable, Key
+from evad.evaluation.ava.table import AvaInputWarning, AvaTable, Key
 
 
 @dataclass(frozen=True)
