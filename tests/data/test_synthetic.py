@@ -244,6 +244,22 @@ def test_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty", "old"]
 
 
+def test_overwrite_keeps_a_dataset_folder_that_holds_other_files(tmp_path: Path) -> None:
+    """--overwrite replaces the folder whole: it refuses when the user keeps anything else there."""
+    out = tmp_path / "synth"
+    generate(out, 2, seed=1, config=TINY, progress=False)
+    (out / "runs").mkdir()
+    (out / "runs" / "best.pt").write_text("a trained model")
+    with pytest.raises(UserError, match=r"synth: holds files evad data synth did not write \(runs\)"):
+        generate(out, 2, seed=2, config=TINY, overwrite=True, progress=False)
+    (out / "runs" / "best.pt").unlink()
+    (out / "runs").rmdir()
+    (out / "annotations" / "my_split.csv").write_text("my rows")
+    assert main(["data", "synth", "--out", str(out), "--videos", "2", "--overwrite", "--no-progress"]) == 2
+    assert (out / "annotations" / "my_split.csv").read_text() == "my rows"
+    assert json.loads((out / "synth.json").read_text())["seed"] == 1
+
+
 def test_an_interrupted_run_leaves_nothing_that_looks_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

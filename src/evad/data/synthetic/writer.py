@@ -148,6 +148,21 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise UserError(f"{out}: the folder is not empty; choose another or pass --overwrite")
     if not (out / "synth.json").is_file():
         raise UserError(f"{out}: the folder is not empty and holds no synth.json; refusing to replace it")
+    # The whole folder is replaced: refuse if anything in it is not the generator's (a training run
+    # written into the dataset folder, the user's notes).
+    ours = {*(layout.split("/")[0] for layout in LAYOUTS.values()), "annotations", "synth.json"}
+    foreign = sorted(entries - ours)
+    if (out / "annotations").is_dir():
+        written = {Path(name).name for name in ANNOTATIONS.values()}
+        foreign += sorted(
+            f"annotations/{p.name}" for p in (out / "annotations").iterdir() if p.name not in written
+        )
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(
+            f"{out}: holds files evad data synth did not write ({shown}); refusing to replace it: "
+            "move them or choose another --out"
+        )
 
 
 def _write_dataset(root: Path, cfg: SynthConfig, num_videos: int, seed: int, progress: bool) -> SynthSummary:
