@@ -139,6 +139,8 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "data.classes=[a]", ["command line", "data.classes", "integers or null"]),
         ("", "train.epochs", ["command line", "section.key=value"]),
         ("", "output_dir.x=1", ["command line", "output_dir"]),
+        ("", "model=null", ["command line", "model=null would drop every model setting"]),
+        ("", "train=", ["command line", "train= would drop every train setting"]),
         ("", "data.fps=0", ["command line", "data.fps", "> 0"]),
         ("", "data.flip_prob=2", ["command line", "data.flip_prob", "[0, 1]"]),
         ("", "data.train_short_side=[0]", ["command line", "data.train_short_side", "sizes >= 1"]),

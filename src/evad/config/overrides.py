@@ -74,6 +74,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
             raise unknown(parts[0], TOP_LEVEL, COMMAND_LINE)
         if len(parts) > 1 and parts[0] == "output_dir":
             raise UserError(f"{COMMAND_LINE}: output_dir is a string, not a section")
+        if len(parts) == 1 and parts[0] != "output_dir" and value is None:
+            # A mapping merges into the section; null would silently drop every setting of the
+            # file's section (model=null trains the default preset instead of the file's).
+            raise UserError(
+                f"{COMMAND_LINE}: {parts[0]}={text.partition('=')[2]} would drop every {parts[0]} "
+                f"setting of the config; set single keys instead ({parts[0]}.KEY=VALUE)"
+            )
         node = raw
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
