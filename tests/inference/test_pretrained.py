@@ -116,3 +116,20 @@ def test_a_train_output_folder_or_a_backbone_is_not_a_detector(tmp_path):
         UserError, match=r"backbone: holds only a backbone .*, not a detector: .*model\.pretrained="
     ):
         load_detector(tmp_path / "backbone")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("stand, sit", "its 'dataset' entry is not a mapping"),
+        ({"num_classes": 2}, "the stored class list is damaged"),
+        ({"class_ids": ["a", "b"], "class_names": ["x", "y"]}, "the stored class list is damaged"),
+        ({"class_ids": [4, 9], "class_names": ["walk"]}, "the stored class list is damaged"),
+    ],
+)
+def test_a_damaged_class_list_in_a_checkpoint_is_one_line(tmp_path, dataset, message):
+    path = _train_checkpoint(tmp_path / "best.pt")
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "dataset": dataset}, path)
+    with pytest.raises(UserError, match=rf"^{path}: .*{message}"):
+        load_detector(path)

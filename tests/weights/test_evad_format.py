@@ -129,6 +129,23 @@ def test_detect_and_eval_read_the_weights(tmp_path, best_pt, monkeypatch, capsys
     assert (tmp_path / "ev" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize(
+    "classes", ["walk, run, sit", ["walk", "run", "sit"], {"ids": ["a", "b", "c"]}, {"ids": 3}]
+)
+def test_a_hand_edited_class_list_is_one_line(tmp_path, best_pt, capsys, classes):
+    weights = tmp_path / "weights"
+    assert main(["convert", str(best_pt), str(weights)]) == 0
+    info = json.loads((weights / "config.json").read_text())
+    (weights / "config.json").write_text(json.dumps({**info, "classes": classes}))
+    video = write_video(tmp_path / "a.mp4")
+    args = ["detect", str(video), "--checkpoint", str(weights), "--out", str(tmp_path / "det")]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f'evad: error: {weights}: "classes" must be {{"ids": [integers], "names": [names]}} or null\n'
+    )
+
+
 def test_create_model_and_training_read_the_weights(tmp_path, best_pt):
     weights = tmp_path / "weights"
     assert main(["convert", str(best_pt), str(weights)]) == 0

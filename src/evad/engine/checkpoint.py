@@ -75,6 +75,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(
             f"{path}: not an evad checkpoint (expected a dict with format {FORMAT!r} and 'model')"
         )
+    if not isinstance(state.get("dataset", {}), dict):
+        raise UserError(f"{path}: damaged evad checkpoint (its 'dataset' entry is not a mapping)")
     return state
 
 

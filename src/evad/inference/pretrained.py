@@ -136,8 +136,15 @@ def _load_checkpoint(path: Path, labelmap: str | Path | None, short_side: int | 
         raise UserError(f"{path}: not a checkpoint of `evad train` (no config or class list stored)")
     config = config_from_dict(state["config"], str(path))
     dataset = state["dataset"]
-    class_ids = [int(c) for c in dataset["class_ids"]]
-    class_names = [str(n) for n in dataset["class_names"]]
+    try:
+        class_ids = [int(c) for c in dataset["class_ids"]]
+        class_names = [str(n) for n in dataset["class_names"]]
+    except (KeyError, TypeError, ValueError):
+        class_ids, class_names = [], None
+    if not class_ids or class_names is None or len(class_names) != len(class_ids):
+        raise UserError(
+            f"{path}: the stored class list is damaged (expected as many integer class_ids as class_names)"
+        )
     if labelmap is not None:
         from evad.evaluation.ava import read_labelmap
 

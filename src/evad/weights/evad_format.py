@@ -142,8 +142,13 @@ def model_config_from_info(info: dict[str, Any], source: str) -> ModelConfig:
 def class_list(info: dict[str, Any], num_classes: int, source: str) -> tuple[list[int], list[str]]:
     """Class ids and names of the outputs: stored ones, else ids 1..K named "class k"."""
     classes = info.get("classes") or {}
-    ids = [int(i) for i in classes.get("ids") or range(1, num_classes + 1)]
-    names = [str(n) for n in classes.get("names") or [f"class {i}" for i in ids]]
+    try:
+        ids = [int(i) for i in classes.get("ids") or range(1, num_classes + 1)]
+        names = [str(n) for n in classes.get("names") or [f"class {i}" for i in ids]]
+    except (AttributeError, TypeError, ValueError):  # a hand-edited config.json
+        raise UserError(
+            f'{source}: "classes" must be {{"ids": [integers], "names": [names]}} or null'
+        ) from None
     if len(ids) != num_classes or len(names) != num_classes:
         raise UserError(
             f"{source}: {len(ids)} class ids and {len(names)} names for a model with {num_classes} classes"
