@@ -274,6 +274,20 @@ def test_resume_auto_starts_again_a_run_that_stopped_before_its_first_checkpoint
     # With another config in the folder it is not the same run: refused (see the test above).
 
 
+def test_a_config_yaml_edited_in_another_encoding_is_another_config(tmp_path):
+    """A note in Latin-1 in the run's config.yaml: the folder is refused in one line, as with any
+    other config there, instead of a UnicodeDecodeError."""
+    out = tmp_path / "run"
+    out.mkdir()
+    config = make_config(out, "train.max_steps=1")
+    text = with_absolute_data_root(config).to_yaml() + "# r\xe9sum\xe9 of the run\n"
+    (out / "config.yaml").write_bytes(text.encode("latin-1"))
+    for resume in (None, "auto"):
+        with pytest.raises(UserError, match=r"holds config\.yaml"):
+            train(config, resume=resume, data=make_data(), progress=False)
+    assert (out / "config.yaml").read_bytes() == text.encode("latin-1")
+
+
 def test_resume_auto_keeps_files_it_cannot_tell_are_its_own(tmp_path):
     """A log and evaluation results without a config.yaml are not a run that stopped early."""
     out = tmp_path / "run"

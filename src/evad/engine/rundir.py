@@ -88,7 +88,8 @@ def resolve_resume(
         raise UserError("--resume and --overwrite contradict each other; pass one")
     earlier = _earlier_run(out_dir)
     config_file = out_dir / ckpt.CONFIG
-    same_config = config_file.exists() and config_file.read_text(encoding="utf-8") == config_text
+    # Compared as bytes: a config.yaml the user edited in another encoding is just another config.
+    same_config = config_file.is_file() and config_file.read_bytes() == config_text.encode("utf-8")
     if resume == "auto":
         if (out_dir / ckpt.LAST).exists():
             return out_dir / ckpt.LAST, False
