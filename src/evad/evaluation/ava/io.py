@@ -16,20 +16,11 @@ from pathlib import Path
 
 from evad.errors import UserError
 from evad.evaluation.ava.csv_reader import read_csv
-from evad.evaluation.ava.table import AvaInputWarning, AvaTable, Key, keyframe_key
 
-__all__ = [
-    "AvaInputWarning",
-    "AvaTable",
-    "Key",
-    "keyframe_key",
-    "read_detections",
-    "read_exclusions",
-    "read_groundtruth",
-    "read_labelmap",
-    "write_detections_csv",
-    "write_labelmap",
-]
+# The table names are re-exported (`x as x`): code that read them from here before the split still works.
+from evad.evaluation.ava.table import AvaInputWarning as AvaInputWarning
+from evad.evaluation.ava.table import AvaTable, Key
+from evad.evaluation.ava.table import keyframe_key as keyframe_key
 
 
 def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
