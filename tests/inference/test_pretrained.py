@@ -133,3 +133,13 @@ def test_a_damaged_class_list_in_a_checkpoint_is_one_line(tmp_path, dataset, mes
     torch.save({**state, "dataset": dataset}, path)
     with pytest.raises(UserError, match=rf"^{path}: .*{message}"):
         load_detector(path)
+
+
+def test_a_checkpoint_with_nan_weights_is_one_line(tmp_path, capsys):
+    path = _train_checkpoint(tmp_path / "best.pt")
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("action_logits.weight"))
+    state["model"][name][0, 0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(UserError, match=rf"^{path}: NaN or infinite weights in {name};"):
+        load_detector(path)

@@ -149,6 +149,19 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
     assert "(64, 3, 2, 16, 16)" in message and str(tmp_path / "wide.pth") in message
 
 
+def test_weights_holding_nan_are_refused_before_loading(tmp_path):
+    backbone = evad.create_model("tiny").backbone.state_dict()
+    backbone["blocks.1.mlp.fc1.weight"][0, 0] = float("nan")
+    backbone["norm.bias"][3] = float("inf")
+    torch.save(backbone, tmp_path / "diverged.pth")
+    model = evad.create_model("tiny", num_classes=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    names = "blocks.1.mlp.fc1.weight, norm.bias"  # the file's names
+    with pytest.raises(UserError, match=rf"diverged.pth: NaN or infinite weights in {names};"):
+        evad.weights.load_pretrained(model, tmp_path / "diverged.pth")
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.parametrize("kind", ["bin", "safetensors"])
 def test_sharded_hugging_face_folder_reads_every_shard(tmp_path, kind):
     import json

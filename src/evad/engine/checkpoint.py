@@ -111,11 +111,25 @@ def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source
             problems.append(f"{len(names)} {what} ({shown})")
     if problems:
         raise UserError(f"{source}: weights do not fit the configured model: {'; '.join(problems)}")
+    check_finite(state, source)
     try:
         unwrap(model).load_state_dict(state, strict=True)
     except RuntimeError as err:
         detail = str(err).strip().splitlines()[0]
         raise UserError(f"{source}: weights do not fit the configured model: {detail}") from None
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinite values (a damaged file, or a run saved after it
+    diverged): they would only surface later as a failure deep inside the model."""
+    bad = [
+        name
+        for name, value in tensors.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UserError(f"{source}: NaN or infinite weights in {shown}; such weights cannot predict anything")
 
 
 # ----------------------------------------------------------------------------------------------

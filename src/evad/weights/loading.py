@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from evad.engine.checkpoint import unwrap
+from evad.engine.checkpoint import check_finite, unwrap
 from evad.errors import UserError
 from evad.models.factory import ModelConfig, build_backbone
 from evad.models.vit import VideoViT
@@ -215,6 +215,7 @@ def load_converted(model: nn.Module, converted: Converted, source: str, layout: 
     if isinstance(model, VideoViT):
         converted = _backbone_only(converted)
     fitting, report = match_tensors(model.state_dict(), converted, source, layout)
+    check_finite({converted.origin.get(k, k): v for k, v in fitting.items()}, source)  # the file's names
     model.load_state_dict(fitting, strict=False)
     classification = getattr(model, "classification", None)
     if layout == "evad-official" and getattr(classification, "official_token_order", True) is False:
