@@ -215,6 +215,12 @@ def test_bad_input_is_named(cfg: DataConfig, root: Path, tmp_path: Path) -> None
         == f"{no_train}: ground-truth pickle lacks train_videos"
     )
 
+    for count in (-1, 0, 2.5, "12"):  # used to be blamed later on a frame file or a detections file
+        broken = write_pickle(tmp_path / "count.pkl", groundtruth(nframes={**NFRAMES, V1: count}))
+        assert error(replace(cfg, groundtruth=str(broken))).startswith(
+            f"{broken}: training video {V1!r} has nframes {count!r}"
+        )
+
     longer = write_pickle(tmp_path / "longer.pkl", groundtruth(nframes={**NFRAMES, V3: 15}))
     text = error(replace(cfg, groundtruth=str(longer)), "val")
     assert text == f"missing frame file {root / 'rgb-images' / V3 / '00013.jpg'}"

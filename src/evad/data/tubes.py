@@ -23,7 +23,13 @@ from evad.errors import UserError, outside_stacklevel
 
 # The evaluation module's pickle reader (restricted unpickler, tube checks) also reads the training
 # videos, which `load_groundtruth` leaves out.
-from evad.evaluation.tubes.groundtruth import TubeGroundTruth, check_tube, load_groundtruth, read_pickle
+from evad.evaluation.tubes.groundtruth import (
+    TubeGroundTruth,
+    check_tube,
+    frame_count,
+    load_groundtruth,
+    read_pickle,
+)
 
 
 class TubeDataset(ClipDataset):
@@ -111,9 +117,7 @@ def _training_videos(
     nframes, tubes = [], []
     outside = 0  # annotated frames past the video's ends
     for video in videos:
-        if video not in data["nframes"] or video not in data["gttubes"]:
-            raise UserError(f"{path}: training video {video!r} has no nframes or gttubes entry")
-        count = int(data["nframes"][video])
+        count = frame_count(data, video, path, "training")
         nframes.append(count)
         size = resolution.get(video) if isinstance(resolution, dict) else None
         video_tubes: dict[int, list[np.ndarray]] = {}

@@ -111,6 +111,20 @@ def check_tube(tube: object, where: str) -> np.ndarray:
     return tube
 
 
+def frame_count(data: dict, video: str, path: Path, role: str) -> int:
+    """A video's ``nframes`` entry, checked: the video has ``nframes`` and ``gttubes`` entries and
+    a positive whole number of frames. `role` ("test", "training") words the error."""
+    if video not in data["nframes"] or video not in data["gttubes"]:
+        raise UserError(f"{path}: {role} video {video!r} has no nframes or gttubes entry")
+    count = data["nframes"][video]
+    where = f"{path}: {role} video {video!r} has nframes {count!r}"
+    if isinstance(count, bool) or not isinstance(count, int | float | np.integer | np.floating):
+        raise UserError(f"{where}, not a number")
+    if not (np.isfinite(count) and count >= 1 and count == int(count)):
+        raise UserError(f"{where}; it must be a whole number >= 1")
+    return int(count)
+
+
 def read_pickle(path: Path) -> Any:
     """Unpickle a ground-truth file with the restricted unpickler (Python 2 pickles read as latin-1).
 
@@ -165,9 +179,7 @@ def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
     tubes = []
     outside = 0  # boxes on frames the video does not have
     for iv, video in enumerate(videos):
-        if video not in data["nframes"] or video not in data["gttubes"]:
-            raise UserError(f"{path}: test video {video!r} has no nframes or gttubes entry")
-        nframes[iv] = int(data["nframes"][video])
+        nframes[iv] = frame_count(data, video, path, "test")
         video_tubes: dict[int, list[np.ndarray]] = {}
         for label, label_tubes in data["gttubes"][video].items():
             where = f"{path}: video {video!r}, label {label!r}"
