@@ -101,6 +101,9 @@ def test_rerun_reuses_the_data_only_for_the_same_world(tmp_path: Path, capsys) -
     assert main(["demo", "--out", str(out), "--overwrite", "--max-actors", "5", *TOY]) == 0
     assert "generating" in capsys.readouterr().out
     assert json.loads((out / "data" / "synth.json").read_text())["config"]["max_actors"] == 5
+    (out / "data" / "synth.json").write_bytes(b'{"seed": \xff')  # damaged: generated anew
+    assert main(["demo", "--out", str(out), "--overwrite", "--max-actors", "5", *TOY]) == 0
+    assert "generating" in capsys.readouterr().out
 
 
 def _benchmark_script(name: str):

@@ -112,9 +112,14 @@ def _prepare_data(settings: DemoSettings) -> Path:
     wanted = {"num_videos": settings.videos, "seed": settings.seed, "config": asdict(world)}
     meta = root / "synth.json"
     if meta.is_file():
-        found = json.loads(meta.read_text(encoding="utf-8"))
+        try:
+            found = json.loads(meta.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            found = None  # damaged: generated anew below
         # JSON has lists where the dataclass has tuples: compare through one JSON round trip.
-        if {key: found.get(key) for key in wanted} == json.loads(json.dumps(wanted)):
+        if isinstance(found, dict) and {key: found.get(key) for key in wanted} == json.loads(
+            json.dumps(wanted)
+        ):
             print(f"[1/5] reusing the synthetic benchmark in {root}")
             return root
     print(f"[1/5] generating the synthetic benchmark: {settings.videos} videos of {settings.seconds} s")
@@ -155,12 +160,13 @@ def _encode_video(frame_dir: Path, path: Path, fps: int) -> None:
 
 
 def _loss_curve(log: Path) -> list[tuple[float, float]]:
-    points = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record.get("type", "train") == "train" and "loss" in record:
-            points.append((float(record["step"]), float(record["loss"])))
-    return points
+    from evad.engine.runlog import read_log
+
+    return [
+        (float(record["step"]), float(record["loss"]))
+        for record in read_log(log)
+        if record.get("type", "train") == "train" and "loss" in record
+    ]
 
 
 def _percent(value: float) -> str:

@@ -101,6 +101,8 @@ def test_resume_is_bit_identical(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert ckpt.load_checkpoint(interrupted / "last.pt")["epoch"] == 1
     torch.manual_seed(1234)  # whatever ran in between must not matter
+    with open(interrupted / "log.jsonl", "ab") as log:  # a line cut short mid-write, not UTF-8
+        log.write(b'{"type": "train", "step": 3, "loss": 0.\xff')
     train(make_config(interrupted), resume="auto", data=make_data(), progress=False)
 
     a = ckpt.load_checkpoint(straight / "last.pt")

@@ -20,6 +20,20 @@ LOG_FILE = "log.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a `log.jsonl`, skipping lines that are not a JSON object (a line cut short
+    when a run was killed mid-write, or damaged by hand)."""
+    records = []
+    for line in path.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 class RunLog:
     """JSON lines (and TensorBoard scalars when available), written by rank 0 only.
 
@@ -38,14 +52,12 @@ class RunLog:
             return
         kept = []
         if resume_step is not None and self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if record.get("step", 0) <= resume_step:
-                    kept.append(line)
-        text = "".join(line + "\n" for line in kept)
+            kept = [
+                r
+                for r in read_log(self.path)
+                if isinstance(r.get("step", 0), int) and r.get("step", 0) <= resume_step
+            ]
+        text = "".join(json.dumps(record) + "\n" for record in kept)
         write_atomically(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         if tensorboard:
             try:
