@@ -229,6 +229,23 @@ def test_wrong_inputs_are_named_before_anything_runs(clips, kwargs, message):
         model(clips, **kwargs)
 
 
+@pytest.mark.parametrize("clips", ["clips", [[0.0]], torch.zeros(1, 3, 16, 64, 64).numpy()])
+def test_clips_that_are_not_a_tensor_are_named(clips):
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    with pytest.raises(TypeError, match=r"clips must be a torch\.Tensor of shape"):
+        model(clips)
+
+
+@pytest.mark.parametrize("sizes", [[(float("nan"), 64)], [(0, 64)], [(-8, 64)], [(128, 64)], [(64, 96)]])
+def test_image_sizes_outside_the_clip_are_refused(sizes):
+    """A NaN size ended in an index error inside RoIAlign; one past the clip gave boxes outside it."""
+    model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
+    with pytest.raises(ValueError, match=r"image_sizes\[0\] = .* no larger than the clips' 64x64"):
+        model(torch.zeros(1, 3, 16, 64, 64), image_sizes=sizes)
+    with pytest.raises(TypeError, match="image_sizes must be a"):
+        model(torch.zeros(1, 3, 16, 64, 64), image_sizes="64x64")
+
+
 def test_image_sizes_may_be_plain_lists():
     model = evad.create_model("tiny", num_classes=NUM_CLASSES).eval()
     with torch.no_grad():

@@ -28,6 +28,19 @@ def check_input_size(height: int, width: int, patch_size: int) -> None:
         )
 
 
+def check_image_sizes(image_sizes: Tensor, height: int, width: int) -> None:
+    """ValueError unless every (height, width) row is finite, positive and within the padded clip:
+    a size past the clip puts boxes outside it, a NaN ends in an index error inside RoIAlign."""
+    inside = torch.isfinite(image_sizes).all(1) & (image_sizes > 0).all(1)
+    inside &= (image_sizes[:, 0] <= height) & (image_sizes[:, 1] <= width)
+    if not inside.all():
+        row = int((~inside).nonzero()[0])
+        raise ValueError(
+            f"image_sizes[{row}] = {image_sizes[row].tolist()} must be a positive (height, width) "
+            f"no larger than the clips' {height}x{width}"
+        )
+
+
 class EVAD(nn.Module):
     """End-to-end video action detector with keyframe-centric token pruning.
 
@@ -79,11 +92,22 @@ class EVAD(nn.Module):
         check_input_size(H, W, self.backbone.patch_size)
         if image_sizes is None:
             image_sizes = clips.new_tensor([H, W]).expand(B, 2)  # (2,) -> (B, 2)
-        image_sizes = torch.as_tensor(image_sizes, device=clips.device, dtype=torch.float32)
+        try:
+            image_sizes = torch.as_tensor(image_sizes, dtype=torch.float32)  # on the device it is on
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(
+                f"image_sizes must be a (B, 2) tensor or list of (height, width), got {image_sizes!r}"
+            ) from None
         if image_sizes.shape != (B, 2):
             raise ValueError(
                 f"image_sizes must be (B, 2) = ({B}, 2) (height, width), got {tuple(image_sizes.shape)}"
             )
+        # On a GPU the check would wait for the device at every step; a graph (compile, export)
+        # cannot branch on values.
+        graph = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if image_sizes.device.type == "cpu" and not graph:
+            check_image_sizes(image_sizes, H, W)
+        image_sizes = image_sizes.to(clips.device)
         enc = self.backbone(clips, keep_rate=keep_rate)
         features = self.fpn(enc.keyframe_maps)
         stages = self.localization(features, image_sizes)

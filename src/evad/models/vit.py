@@ -149,6 +149,10 @@ class VideoViT(nn.Module):
     def check_input(self, clips: Tensor) -> None:
         """Raise ValueError unless `clips` is a floating (B >= 1, 3, num_frames, H, W) tensor in the
         weights' dtype (or under autocast) with H, W multiples of the patch size."""
+        if not isinstance(clips, Tensor):
+            raise TypeError(
+                f"clips must be a torch.Tensor of shape (B, 3, T, H, W), got {type(clips).__name__}"
+            )
         if clips.ndim != 5 or clips.shape[1] != 3:
             raise ValueError(f"clips must have shape (B, 3, T, H, W), got {tuple(clips.shape)}")
         if clips.shape[0] == 0:
