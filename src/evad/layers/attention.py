@@ -76,8 +76,8 @@ class Attention(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads} (>= 1)")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def list_models() -> list[str]:
 
 def get_config(name: str, num_classes: int = 80, **overrides) -> ModelConfig:
     """The preset `name` with `num_classes` and any `ModelConfig` field overridden."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(list_models())}")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(overrides) - fields)
@@ -211,6 +212,8 @@ def build_action_head(cfg: ModelConfig) -> nn.Module:
 
 def build_model(cfg: ModelConfig) -> EVAD:
     """Assemble the detector described by `cfg`."""
+    if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, numbers.Integral):
+        raise ValueError(f"num_classes must be a whole number >= 1, got {cfg.num_classes!r}")
     if cfg.num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {cfg.num_classes}")
     if len(cfg.tap_layers) != 4:

@@ -105,6 +105,13 @@ class VideoViT(nn.Module):
         self.official_pos_resize = official_pos_resize
         if pruning not in PRUNING_STRATEGIES:
             raise ValueError(f"pruning must be one of {PRUNING_STRATEGIES}, got {pruning!r}")
+        for name, size in (
+            ("patch_size", patch_size),
+            ("tubelet_size", tubelet_size),
+            ("num_frames", num_frames),
+        ):
+            if size < 1:  # each divides the input
+                raise ValueError(f"{name} must be >= 1, got {size}")
         if num_frames % tubelet_size:
             raise ValueError(f"num_frames={num_frames} must be a multiple of tubelet_size={tubelet_size}")
         for name, layers in (("prune_layers", prune_layers), ("tap_layers", tap_layers)):
