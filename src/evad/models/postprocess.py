@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from evad.ops.boxes import rescale_boxes
 from evad.structures.detections import Detections
+
+_KEYS = ("pred_logits", "pred_boxes", "action_logits", "image_sizes")
 
 
 class PostProcess:
@@ -26,8 +28,12 @@ class PostProcess:
     """
 
     def __init__(self, person_threshold: float = 0.7, keep_all_if_none: bool = True) -> None:
-        if not 0.0 <= person_threshold <= 1.0:
-            raise ValueError(f"person_threshold must be in [0, 1], got {person_threshold}")
+        try:
+            inside = 0.0 <= person_threshold <= 1.0
+        except TypeError:  # a string from a config or command line
+            inside = False
+        if not inside:
+            raise ValueError(f"person_threshold must be in [0, 1], got {person_threshold!r}")
         self.person_threshold = person_threshold
         self.keep_all_if_none = keep_all_if_none
 
@@ -42,12 +48,24 @@ class PostProcess:
                 `image_sizes`).
             target_sizes: (B, 2) original (height, width) per clip; defaults to the input size.
         """
+        missing = [k for k in _KEYS if not isinstance(outputs, Mapping) or k not in outputs]
+        if missing:
+            raise ValueError(f"outputs must be the detector's prediction dict; missing {', '.join(missing)}")
         person = outputs["pred_logits"].softmax(-1)[..., 0]  # (B, Q)
         actions = outputs["action_logits"].sigmoid()  # (B, Q, K)
         in_sizes = outputs["image_sizes"].to(outputs["pred_boxes"].dtype)
         if target_sizes is None:
             target_sizes = in_sizes
         target_sizes = torch.as_tensor(target_sizes, dtype=in_sizes.dtype, device=in_sizes.device)
+        if target_sizes.shape != in_sizes.shape:
+            raise ValueError(
+                f"target_sizes must be (B, 2) = {tuple(in_sizes.shape)} (height, width) per clip, "
+                f"got {tuple(target_sizes.shape)}"
+            )
+        if not (torch.isfinite(target_sizes) & (target_sizes > 0)).all():
+            raise ValueError(
+                f"target_sizes must be positive (height, width) rows, got {target_sizes.tolist()}"
+            )
         boxes = rescale_boxes(outputs["pred_boxes"], in_sizes, target_sizes)  # (B, Q, 4)
         results = []
         for b in range(boxes.shape[0]):
