@@ -443,6 +443,35 @@ def test_evaluator_takes_tensors_and_checks_shapes(tmp_path):
         evaluator.process(["v1"], ["9o2"], [boxes], [torch.zeros(2, 2)])
 
 
+@pytest.mark.parametrize(
+    ("boxes", "scores", "message"),
+    [
+        (np.full((2, 5), 0.5), np.zeros((2, 2)), r"boxes must be \(P, 4\) .* got \(2, 5\)"),
+        (np.full((4, 5), 0.5), np.zeros((5, 2)), r"boxes must be \(P, 4\) .* got \(4, 5\)"),
+        (np.full(8, 0.5), np.zeros((2, 2)), r"boxes must be \(P, 4\) .* got \(8,\)"),
+        (np.array([[0.1, np.nan, 0.4, 0.9]]), np.zeros((1, 2)), "must be finite"),
+        (np.array([[0.1, 0.1, 0.4, 0.9]]), np.array([[np.nan, 0.5]]), "must be finite"),
+    ],
+)
+def test_evaluator_names_boxes_of_another_shape_and_nan(tmp_path, boxes, scores, message):
+    """(4, 5) boxes with 5 rows of scores were silently read as five boxes, (2, 5) ended in a reshape
+    error and NaN was scored (the CSV reader refuses it)."""
+    (tmp_path / "map.pbtxt").write_text(LABELMAP)
+    write(tmp_path / "gt.csv", [f"v1,902,{A},1"])
+    evaluator = AvaEvaluator(tmp_path / "gt.csv", tmp_path / "map.pbtxt", class_ids=[1, 17])
+    with pytest.raises(ValueError, match="keyframe v1, 902: .*" + message):
+        evaluator.process(["v1"], [902], [boxes], [scores])
+    evaluator.process(["v1"], [902], [np.zeros(0)], [np.zeros((0, 2))])  # no boxes on a keyframe
+    with pytest.warns(AvaInputWarning, match="no detections; every class scores AP 0"):
+        assert evaluator.evaluate().mean_ap == 0.0
+
+
+def test_a_label_map_keyed_by_strings_is_named(tmp_path):
+    write(tmp_path / "gt.csv", [f"v1,902,{A},1"])
+    with pytest.raises(ValueError, match="label map's keys must be integer class ids, got '1'"):
+        AvaEvaluator(tmp_path / "gt.csv", {"1": "stand"})
+
+
 @pytest.fixture
 def cli_main(monkeypatch):
     """`evad.cli.main` with the `evaluate` command group registered."""

@@ -109,8 +109,14 @@ class AvaEvaluator:
         if not len(video_ids) == len(seconds) == len(boxes) == len(scores):
             raise ValueError("video_ids, seconds, boxes and scores must have one entry per keyframe")
         for video_id, second, box, score in zip(video_ids, seconds, boxes, scores, strict=True):
-            box = _as_numpy(box).reshape(-1, 4)  # (P, 4), or (0,) with no boxes -> (P, 4)
-            score = _as_numpy(score)
+            box, score = _as_numpy(box), _as_numpy(score)
+            where = f"keyframe {video_id!s}, {second}"
+            if box.size == 0:
+                box = box.reshape(0, 4)  # (0,) with no boxes -> (0, 4)
+            elif box.ndim != 2 or box.shape[1] != 4:
+                raise ValueError(f"{where}: boxes must be (P, 4) normalised x1, y1, x2, y2, got {box.shape}")
+            if not (np.isfinite(box).all() and np.isfinite(score).all()):
+                raise ValueError(f"{where}: boxes and scores must be finite, got NaN or infinite values")
             if score.ndim != 2 or score.shape[0] != box.shape[0]:
                 raise ValueError(f"scores must be (P, C) for P = {box.shape[0]} boxes, got {score.shape}")
             num_boxes, num_classes = score.shape

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import numbers
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ def prepare_groundtruth(
     """
     if not labelmap:
         raise UserError("the label map has no classes")
+    wrong = [k for k in labelmap if isinstance(k, bool) or not isinstance(k, numbers.Integral)]
+    if wrong:
+        raise ValueError(f"the label map's keys must be integer class ids, got {wrong[0]!r}")
     class_ids = np.array(sorted(labelmap), dtype=np.int64)
     excluded = frozenset(exclusions)
     _, known = _class_positions(table.labels, class_ids)
