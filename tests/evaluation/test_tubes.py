@@ -319,6 +319,60 @@ def test_boxes_that_look_normalised_warn():
     assert evaluate_tubes(tiny, detections(normalised)).warnings == ()
 
 
+def _three_rows(**changes):
+    rows = {
+        "video": np.zeros(3, np.int64),
+        "frame": np.arange(1, 4),
+        "label": np.zeros(3, np.int64),
+        "boxes": np.tile(np.array(BOX, np.float32), (3, 1)),
+        "scores": np.full(3, 0.5, np.float32),
+    }
+    return FrameDetections(**{**rows, **changes})
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"video": [0, 0, 0]}, TypeError, "FrameDetections.video must be an integer numpy array, got list"),
+        (
+            {"label": np.zeros(3)},
+            TypeError,
+            "FrameDetections.label must be an integer numpy array, got float64",
+        ),
+        (
+            {"boxes": np.ones((3, 5), np.float32)},
+            ValueError,
+            r"boxes must be \(N, 4\) = \(3, 4\), got \(3, 5\)",
+        ),
+        ({"scores": np.array([0.5, np.nan, 0.5], np.float32)}, ValueError, "must be finite"),
+        ({"boxes": np.full((3, 4), np.inf, np.float32)}, ValueError, "must be finite"),
+    ],
+)
+def test_in_memory_detections_of_the_wrong_kind_are_named(changes, error, message):
+    """Lists and float indices ended in AttributeError or IndexError; NaN was scored."""
+    gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
+    with pytest.raises(error, match=message):
+        evaluate_tubes(gt, _three_rows(**changes))
+
+
+@pytest.mark.parametrize(
+    "frames", [np.ones((3, 3), np.int64), [[0.5, 1.0]], np.array([[1, 1]]), np.array([[-1, 1]])]
+)
+def test_scored_frames_of_the_wrong_shape_or_video_are_named(frames):
+    """(F, 3) and video index 1 of a one-video ground truth were silently accepted; a list crashed."""
+    gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
+    with pytest.raises(ValueError, match="frames"):
+        evaluate_tubes(gt, _three_rows(), frames=frames)
+    assert evaluate_tubes(gt, _three_rows(), frames=[[0, 1], [0, 2]]).video_ap == {}  # a list is fine
+
+
+def test_ground_truth_that_is_a_path_or_a_split_that_is_text_is_named(tmp_path):
+    with pytest.raises(TypeError, match="groundtruth must be load_groundtruth's output, got str"):
+        evaluate_tubes("gt.pkl", _three_rows())
+    with pytest.raises(ValueError, match="split must be a whole number from 1, got '1'"):
+        load_groundtruth(tmp_path / "gt.pkl", split="1")  # was blamed on the file: "malformed ground truth"
+
+
 def test_iou_threshold_parsing():
     assert parse_iou_thresholds(["0.50", "0.5:0.95"]) == [
         ("0.5", [0.5]),
@@ -328,6 +382,9 @@ def test_iou_threshold_parsing():
         with pytest.raises(UserError, match="IoU threshold"):
             parse_iou_thresholds([bad])
     assert parse_iou_thresholds([0.2, 0.5]) == [("0.2", [0.2]), ("0.5", [0.5])]  # numbers from Python
+    for lone in ["0.5", 0.5]:  # "0.5" was read as "0", ".", "5"
+        with pytest.raises(UserError, match="IoU thresholds must be a list"):
+            parse_iou_thresholds(lone)
 
 
 # ------------------------------------------------------------------------------------------ files

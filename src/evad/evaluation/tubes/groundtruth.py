@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import numbers
 import pickle
 import warnings
 import zipfile
@@ -157,6 +158,8 @@ def load_groundtruth(path: str | Path, split: int = 1) -> TubeGroundTruth:
         UserError: unreadable file, a pickle that refers to anything but numpy arrays and builtin
             containers, or content that does not follow SPEC section 9.
     """
+    if isinstance(split, bool) or not isinstance(split, numbers.Integral):  # else blamed on the file
+        raise ValueError(f"split must be a whole number from 1, got {split!r}")
     path = Path(path)
     data = read_pickle(path)
     required = ("labels", "gttubes", "nframes", "test_videos")

@@ -31,6 +31,8 @@ def parse_iou_thresholds(texts: Sequence[str | float]) -> list[tuple[str, list[f
     Raises:
         UserError: a text that is not a threshold in (0, 1] or a range of them in steps of 0.05.
     """
+    if isinstance(texts, str | int | float):  # a lone "0.5" would be read character by character
+        raise UserError(f"IoU thresholds must be a list, e.g. [{texts!r}], got {texts!r}")
     parsed = []
     for text in texts:
         text = str(text)
@@ -91,12 +93,24 @@ class TubeMetrics:
 
 
 def _check_detections(groundtruth: TubeGroundTruth, detections: FrameDetections) -> None:
+    if not isinstance(groundtruth, TubeGroundTruth):
+        raise TypeError(f"groundtruth must be load_groundtruth's output, got {type(groundtruth).__name__}")
+    for name in ("video", "frame", "label", "boxes", "scores"):
+        array = getattr(detections, name)
+        kind = "iu" if name in ("video", "frame", "label") else "iuf"
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in kind:
+            what = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+            need = "an integer" if kind == "iu" else "a float"
+            raise TypeError(f"FrameDetections.{name} must be {need} numpy array, got {what}")
     n = len(detections.scores)
+    if detections.boxes.shape != (n, 4):
+        raise ValueError(f"FrameDetections.boxes must be (N, 4) = ({n}, 4), got {detections.boxes.shape}")
     if not (
-        detections.video.shape == detections.frame.shape == detections.label.shape == (n,)
-        and detections.boxes.shape == (n, 4)
+        detections.video.shape == detections.frame.shape == detections.label.shape == detections.scores.shape
     ):
         raise ValueError("FrameDetections arrays disagree in length")
+    if not (np.isfinite(detections.boxes).all() and np.isfinite(detections.scores).all()):
+        raise ValueError("FrameDetections boxes and scores must be finite, got NaN or infinite values")
     if n and not (
         np.all((detections.video >= 0) & (detections.video < len(groundtruth.videos)))
         and np.all((detections.label >= 0) & (detections.label < len(groundtruth.labels)))
@@ -155,6 +169,12 @@ def evaluate_tubes(
     """
     named = parse_iou_thresholds(iou_thresholds)
     _check_detections(groundtruth, detections)
+    if frames is not None:
+        frames = np.asarray(frames)
+        if frames.ndim != 2 or frames.shape[1] != 2 or frames.dtype.kind not in "iu":
+            raise ValueError(f"frames must be (F, 2) integer (video index, frame) pairs, got {frames.shape}")
+        if len(frames) and not (0 <= frames[:, 0].min() and frames[:, 0].max() < len(groundtruth.videos)):
+            raise ValueError(f"frames holds a video index outside 0..{len(groundtruth.videos) - 1}")
     stride = int(groundtruth.nframes.max(initial=0)) + 1
     groups = (detections.video * stride + detections.frame) * len(groundtruth.labels) + detections.label
     scores = decay_nms(detections.boxes, detections.scores, groups)
