@@ -121,6 +121,30 @@ def test_bad_inputs_are_user_errors_and_create_nothing(model, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"action_threshold": 1.5}, ValueError, r"action_threshold must be in \[0, 1\], got 1.5"),
+        ({"action_threshold": -1}, ValueError, r"action_threshold must be in \[0, 1\], got -1"),
+        ({"max_long_side": 0}, ValueError, "short_side and max_long_side must be >= 1 pixel"),
+        ({"mean": (0.4, 0.4)}, ValueError, "mean and std must be 3 values of RGB"),
+        ({"std": (0, 0, 0)}, ValueError, "mean and std must be 3 values of RGB"),
+        ({"mean": (114, 114, 114), "std": (57, 57, 57)}, ValueError, r"RGB in \[0, 1\]"),
+        ({"device": "gpu"}, ValueError, "device must be cpu, cuda or cuda:N, got 'gpu'"),
+        ({"device": "cuda:99"}, UserError, "device cuda:99: "),
+    ],
+)
+def test_bad_options_are_named_before_the_model_runs(model, video, tmp_path, options, error, message):
+    """A threshold outside [0, 1] or a long side of 0 was silently used, 255-scale normalisation
+    gave garbage scores, two means ended in a view error, a zero std in an index error inside
+    RoIAlign and an unknown device in torch's list of device types."""
+    with pytest.raises(error, match=message):
+        _detect(model, video, tmp_path / "out", **options)
+    with pytest.raises(TypeError, match="model must be an EVAD detector, got str"):
+        _detect("tiny", video, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_video_gives_results_for_the_frames_it_has(model, make_video, tmp_path):
     path = make_video(tmp_path / "full.mp4", num_frames=60, noise=True, faststart=True)
     data = path.read_bytes()

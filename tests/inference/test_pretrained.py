@@ -56,6 +56,11 @@ def test_a_preset_has_random_weights_and_numbered_classes():
     assert loaded.random_weights and loaded.class_ids == [1, 2, 3] and loaded.inputs.short_side == 256
     with pytest.raises(UserError, match="unknown model"):
         load_detector(preset="vit-z")
+    with pytest.raises(UserError, match="num_classes must be a whole number >= 1, got '3'"):
+        load_detector(preset="tiny", num_classes="3")
+    for short_side in (0, -5, 2.5):  # 0 silently gave the default 256
+        with pytest.raises(UserError, match="short_side must be a whole number of pixels >= 1"):
+            load_detector(preset="tiny", num_classes=3, short_side=short_side)
     for checkpoint in (None, "best.pt"):  # the packaged model, a checkpoint: their classes are stored
         with pytest.raises(UserError, match=r"^--num-classes applies to --model only"):
             load_detector(checkpoint, num_classes=3)

@@ -300,7 +300,8 @@ def detect_video(
 
     Raises:
         UserError: If the video cannot be read, has no decodable frame, or `out_dir` already holds
-            results and not `overwrite` (checked before the model runs).
+            results and not `overwrite` (checked before the model runs), or `device` is a GPU
+            this machine does not have.
         ValueError: For inconsistent arguments (class lists, rates, keep rate, model outputs).
     """
     start = time.perf_counter()
@@ -313,6 +314,25 @@ def detect_video(
         raise ValueError(f"video_min_side must be >= 0, got {video_min_side}")
     if keep_rate is not None:
         check_keep_rate(keep_rate)
+    if not 0.0 <= action_threshold <= 1.0:
+        raise ValueError(f"action_threshold must be in [0, 1], got {action_threshold}")
+    if short_side < 1 or max_long_side < 1:
+        raise ValueError(
+            f"short_side and max_long_side must be >= 1 pixel, got {short_side}, {max_long_side}"
+        )
+    if len(mean) != 3 or len(std) != 3 or not all(0 <= m <= 1 for m in mean) or not all(s > 0 for s in std):
+        raise ValueError(
+            "mean and std must be 3 values of RGB in [0, 1] (std > 0), "
+            f"got mean {tuple(mean)}, std {tuple(std)}"
+        )
+    if not isinstance(model, nn.Module) or not hasattr(model, "backbone"):
+        raise TypeError(f"model must be an EVAD detector, got {type(model).__name__}")
+    from evad.engine.distributed import resolve_device
+
+    try:
+        device = resolve_device(str(device), "device")
+    except RuntimeError:  # torch's list of every device type it knows
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
     sampler = ClipSampler(
         rate=rate,
         stride=stride,
@@ -322,7 +342,6 @@ def detect_video(
     )
     postprocess = PostProcess(person_threshold, keep_all_if_none=keep_all_if_none)
     info = probe_video(path)  # a bad file fails here, before the model runs or anything is created
-    device = torch.device(device)
     model.eval().to(device)
 
     keyframes, num_frames, truncated = _run_model(

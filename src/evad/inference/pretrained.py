@@ -106,6 +106,12 @@ def load_detector(
     """
     if preset is None and num_classes is not None:
         raise UserError("--num-classes applies to --model only (a checkpoint stores its classes)")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
+        raise UserError(f"num_classes must be a whole number >= 1, got {num_classes!r}")
+    if short_side is not None and (
+        isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1
+    ):
+        raise UserError(f"short_side must be a whole number of pixels >= 1, got {short_side!r}")
     if checkpoint is None and preset is None:
         checkpoint = packaged_checkpoint()
         if not checkpoint.exists():
