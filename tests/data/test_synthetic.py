@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -295,6 +296,38 @@ def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
         generate(tmp_path / "a", 2, size=(32, 200), config=TINY, progress=False)
     with pytest.raises(UserError, match="too short"):
         generate(tmp_path / "a", 2, config=SynthConfig(seconds=2), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"num_videos": "3"}, "num_videos must be a whole number >= 0, got '3'"),
+        ({"num_videos": 2.5}, "num_videos must be a whole number >= 0, got 2.5"),
+        ({"seed": -1}, "seed must be a whole number >= 0, got -1"),
+        ({"size": (64,)}, r"size must be \(height, width\), got \(64,\)"),
+        ({"size": "64"}, r"size must be \(height, width\), got '64'"),
+        ({"config": {"seconds": 5}}, "config must be a SynthConfig, got dict"),
+        ({"config": replace(TINY, val_fraction=0)}, r"val_fraction must be in \(0, 1\), got 0"),
+        ({"config": replace(TINY, val_fraction=1.5)}, r"val_fraction must be in \(0, 1\), got 1.5"),
+        (
+            {"config": replace(TINY, extra_actors=(3, 1))},
+            "extra_actors must satisfy 0 <= MIN <= MAX, got 3 1",
+        ),
+        ({"config": replace(TINY, extra_actors=(-2, 0))}, "extra_actors must satisfy"),
+        ({"config": replace(TINY, clip_frames=0)}, "clip_frames must be >= 2 and clip_stride >= 1, got 0, 4"),
+        (
+            {"config": replace(TINY, clip_stride=0)},
+            "clip_frames must be >= 2 and clip_stride >= 1, got 16, 0",
+        ),
+    ],
+)
+def test_bad_python_arguments_are_named(tmp_path: Path, arguments: dict, message: str) -> None:
+    """They ended in numpy's or Python's errors (seed -1, (3, 1) extras, clip_frames 0, a dict) or
+    were silently used (val_fraction 0 or 1.5, clip_stride 0, size '64' read as 6 x 4)."""
+    arguments = {"num_videos": 2, "config": TINY, **arguments}
+    with pytest.raises(UserError, match=message):
+        generate(tmp_path / "a", progress=False, **arguments)
+    assert not (tmp_path / "a").exists()
 
 
 def test_cli_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

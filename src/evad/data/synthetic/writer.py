@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import numbers
 import os
 import pickle
 import shutil
@@ -72,9 +73,16 @@ def generate(
         UserError: bad arguments, or an output directory that may not be written.
     """
     started = time.perf_counter()
+    if config is not None and not isinstance(config, SynthConfig):
+        raise UserError(f"config must be a SynthConfig, got {type(config).__name__}")
     cfg = config or SynthConfig()
     if size is not None:
+        if isinstance(size, str) or len(size) != 2:  # "64" would be read as 6 x 4
+            raise UserError(f"size must be (height, width), got {size!r}")
         cfg = replace(cfg, size=(int(size[0]), int(size[1])))
+    for name, value in (("num_videos", num_videos), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise UserError(f"{name} must be a whole number >= 0, got {value!r}")
     _validate(cfg, num_videos)
     out = Path(out_dir)
     _check_output(out, overwrite)
@@ -123,6 +131,15 @@ def _validate(cfg: SynthConfig, num_videos: int) -> None:
         )
     if min(height, width) < 64:
         raise UserError(f"--size must be at least 64 x 64 pixels, got {height} x {width}")
+    if cfg.clip_frames < 2 or cfg.clip_stride < 1:
+        raise UserError(
+            f"clip_frames must be >= 2 and clip_stride >= 1, got {cfg.clip_frames}, {cfg.clip_stride}"
+        )
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError(f"val_fraction must be in (0, 1), got {cfg.val_fraction}")
+    low, high = cfg.extra_actors
+    if not 0 <= low <= high:
+        raise UserError(f"extra_actors must satisfy 0 <= MIN <= MAX, got {low} {high}")
     if cfg.fps < 1 or not cfg.keyframe_seconds():
         window = cfg.clip_frames * cfg.clip_stride
         raise UserError(
