@@ -143,6 +143,10 @@ def convert_checkpoint(
         UserError: For an unreadable, unrecognised or mismatching source, options that do not
             apply, or an existing `dst`.
     """
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):  # 0 would silently mean the default 80
+        raise UserError(f"num_classes must be a whole number >= 1, got {num_classes!r}")
     dst = Path(dst)
     check_destination(dst, overwrite)  # before the (possibly long) reading
     ckpt = read_checkpoint(src)

@@ -274,6 +274,8 @@ def load_pretrained(
     Raises:
         UserError: For an unreadable or unrecognised file, or a tensor whose shape does not fit.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be the nn.Module to load into, got {type(model).__name__}")
     ckpt = read_checkpoint(path)
     layout = resolve_layout(ckpt, layout)
     try:
