@@ -317,3 +317,17 @@ def test_evads_own_ava_evaluation_needs_both_settings():
         load_config(None, ["eval.ava_input_order=true"])
     config = load_config(None, ["eval.ava_input_order=true", "eval.ava_max_per_keyframe=0"])
     assert config.eval.ava_input_order and config.eval.ava_max_per_keyframe == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("train.epochs=1", r"overrides must be a list of section\.key=value strings, e\.g\. \['train"),
+        ([("train.epochs", 1)], r"override \('train\.epochs', 1\) must be a section\.key=value string"),
+    ],
+)
+def test_overrides_that_are_not_a_list_of_strings_are_named(overrides, message):
+    """A lone string was read character by character ("override 't' must look like ...") and a
+    tuple ended in an AttributeError on partition."""
+    with pytest.raises(UserError, match=message):
+        load_config(None, overrides)

@@ -67,8 +67,12 @@ def _wrap(parts: Sequence[str], value: Any, source: str) -> Any:
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Set dotted `key=value` overrides on a raw (annotated) config tree; values read as YAML."""
+    if isinstance(overrides, str):  # iterating it would give one override per character
+        raise UserError(f"overrides must be a list of section.key=value strings, e.g. [{overrides!r}]")
     raw = copy.deepcopy(raw)
     for text in overrides:
+        if not isinstance(text, str):
+            raise UserError(f"{COMMAND_LINE}: override {text!r} must be a section.key=value string")
         parts, value = _parse_override(text)
         if parts[0] not in TOP_LEVEL:
             raise unknown(parts[0], TOP_LEVEL, COMMAND_LINE)
