@@ -107,6 +107,22 @@ def test_assert_valid_boxes_rejects_wrong_shape():
         assert_valid_boxes(torch.zeros(3, 5), "target")
 
 
+def test_boxes_with_a_fifth_column_are_refused_not_read_as_other_coordinates():
+    scored = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9], [5.0, 5.0, 15.0, 15.0, 0.8]])  # (N, 5)
+    for call in (
+        lambda: box_iou(scored, scored),  # used to return a silently wrong (2, 2) IoU
+        lambda: box_area(scored),
+        lambda: clip_boxes(scored, 8, 8),
+        lambda: box_cxcywh_to_xyxy(scored),
+        lambda: box_xyxy_to_cxcywh(scored),
+        lambda: rescale_boxes(scored[None], torch.ones(1, 2), torch.ones(1, 2)),
+    ):
+        with pytest.raises(ValueError, match=r"must have shape \(\.\.\., 4\), got \(.*5\)"):
+            call()
+    with pytest.raises(ValueError, match=r"target_sizes must be \(B, 2\) = \(1, 2\), got \(2,\)"):
+        rescale_boxes(scored[None, :, :4], torch.ones(1, 2), torch.ones(2))
+
+
 def test_rescale_boxes_clips_to_the_input_then_scales_to_the_frame():
     """Post-processing's rule: clip to the input's inclusive pixels, scale, clamp to the frame."""
     boxes = torch.tensor(

@@ -79,6 +79,13 @@ def test_rejects_mismatched_shapes():
         nms(torch.zeros(3, 4), torch.zeros(2), 0.5, use_torchvision=False)
 
 
+def test_batched_nms_rejects_categories_of_another_length():
+    with pytest.raises(ValueError, match=r"idxs \(N,\) = \(3,\), got \(2,\)"):
+        batched_nms(
+            torch.zeros(3, 4), torch.zeros(3), torch.zeros(2, dtype=torch.long), 0.5, use_torchvision=False
+        )
+
+
 def test_matches_reference_on_random_boxes():
     generator = torch.Generator().manual_seed(0)
     boxes = random_boxes(generator, 200)

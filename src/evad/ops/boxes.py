@@ -15,6 +15,13 @@ import torch
 from torch import Tensor
 
 
+def _check_boxes(boxes: Tensor, name: str = "boxes") -> None:
+    """ValueError unless `boxes` ends in 4 coordinates: an (N, 5) array (a score or an index in
+    front) would otherwise be read as other coordinates without an error."""
+    if boxes.shape[-1:] != (4,):
+        raise ValueError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
+
+
 def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """Converts ``(cx, cy, w, h)`` boxes to ``(x1, y1, x2, y2)``.
 
@@ -24,6 +31,7 @@ def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     Returns:
         ``(..., 4)`` boxes as corners, in the same units.
     """
+    _check_boxes(boxes)
     cx, cy, w, h = boxes.unbind(-1)
     return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
 
@@ -37,6 +45,7 @@ def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     Returns:
         ``(..., 4)`` boxes as centre and size, in the same units.
     """
+    _check_boxes(boxes)
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), dim=-1)
 
@@ -46,6 +55,7 @@ def box_area(boxes: Tensor) -> Tensor:
 
     Degenerate boxes give a zero or negative area; nothing is clamped here.
     """
+    _check_boxes(boxes)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
@@ -60,6 +70,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
         ``(iou, union)``, both ``(..., N, M)``. The union is returned because the generalized IoU
         needs it. Two zero-area boxes have union 0 and IoU NaN, as in torchvision.
     """
+    _check_boxes(boxes1, "boxes1")
+    _check_boxes(boxes2, "boxes2")
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
     # (..., N, 1, 2) against (..., 1, M, 2) -> (..., N, M, 2)
@@ -110,6 +122,7 @@ def clip_boxes(boxes: Tensor, height: float | Tensor, width: float | Tensor) -> 
     Returns:
         ``(..., 4)`` clipped boxes.
     """
+    _check_boxes(boxes)
     height = torch.as_tensor(height, dtype=boxes.dtype, device=boxes.device)
     width = torch.as_tensor(width, dtype=boxes.dtype, device=boxes.device)
     zero = boxes.new_zeros(())
@@ -136,8 +149,7 @@ def assert_valid_boxes(boxes: Tensor, name: str) -> None:
         boxes: ``(..., 4)`` xyxy boxes.
         name: The argument's name, used in the message.
     """
-    if boxes.shape[-1:] != (4,):
-        raise ValueError(f"{name} must have shape (..., 4), got {tuple(boxes.shape)}")
+    _check_boxes(boxes, name)
     flat = boxes.detach().reshape(-1, 4)  # (..., 4) -> (B, 4)
     finite = torch.isfinite(flat).all(dim=1)
     ordered = (flat[:, 2] >= flat[:, 0]) & (flat[:, 3] >= flat[:, 1])
@@ -166,6 +178,10 @@ def rescale_boxes(boxes: Tensor, image_sizes: Tensor, target_sizes: Tensor) -> T
     Returns:
         ``(B, Q, 4)`` xyxy boxes in target pixels.
     """
+    _check_boxes(boxes)
+    for name, sizes in (("image_sizes", image_sizes), ("target_sizes", target_sizes)):
+        if sizes.shape != (boxes.shape[0], 2):
+            raise ValueError(f"{name} must be (B, 2) = ({boxes.shape[0]}, 2), got {tuple(sizes.shape)}")
     h, w = image_sizes[:, 0, None], image_sizes[:, 1, None]  # (B, 1): one bound for each clip's Q boxes
     th, tw = target_sizes[:, 0, None], target_sizes[:, 1, None]
     scale = torch.stack([tw / w, th / h, tw / w, th / h], dim=-1)  # (B, 1, 4)

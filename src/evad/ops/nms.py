@@ -72,6 +72,8 @@ def _suppress(
         raise ValueError(
             f"nms expects boxes (N, 4) and scores (N,), got {tuple(boxes.shape)} and {tuple(scores.shape)}"
         )
+    if idxs is not None and idxs.shape != scores.shape:
+        raise ValueError(f"batched_nms expects idxs (N,) = {tuple(scores.shape)}, got {tuple(idxs.shape)}")
     # One dtype for both (the compiled kernel requires it), at least float32: box areas overflow
     # float16 beyond 256 x 256 pixels.
     dtype = torch.promote_types(torch.promote_types(boxes.dtype, scores.dtype), torch.float32)
