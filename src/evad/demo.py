@@ -117,9 +117,8 @@ def _prepare_data(settings: DemoSettings) -> Path:
         except (json.JSONDecodeError, UnicodeDecodeError):
             found = None  # damaged: generated anew below
         # JSON has lists where the dataclass has tuples: compare through one JSON round trip.
-        if isinstance(found, dict) and {key: found.get(key) for key in wanted} == json.loads(
-            json.dumps(wanted)
-        ):
+        expected = json.loads(json.dumps(wanted))
+        if isinstance(found, dict) and {key: found.get(key) for key in wanted} == expected:
             print(f"[1/5] reusing the synthetic benchmark in {root}")
             return root
     print(f"[1/5] generating the synthetic benchmark: {settings.videos} videos of {settings.seconds} s")

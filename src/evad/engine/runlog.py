@@ -52,11 +52,10 @@ class RunLog:
             return
         kept = []
         if resume_step is not None and self.path.exists():
-            kept = [
-                r
-                for r in read_log(self.path)
-                if isinstance(r.get("step", 0), int) and r.get("step", 0) <= resume_step
-            ]
+            for record in read_log(self.path):
+                step = record.get("step", 0)
+                if isinstance(step, int) and step <= resume_step:
+                    kept.append(record)
         text = "".join(json.dumps(record) + "\n" for record in kept)
         write_atomically(self.path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         if tensorboard:
