@@ -7,7 +7,8 @@ import pytest
 
 from evad.errors import UserError
 from evad.inference import InputSettings, read_keyframe_clip
-from evad.inference.video import ClipSampler, Frame, VideoReader
+from evad.inference.clips import ClipSampler
+from evad.inference.video import Frame, VideoReader
 
 
 def test_clip_at_a_time_is_the_detection_clip_of_the_nearest_frame(video, frame_number):

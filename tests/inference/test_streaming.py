@@ -12,7 +12,8 @@ import torch
 
 import evad
 from evad.inference import detect_video
-from evad.inference.video import ClipSampler, VideoReader
+from evad.inference.clips import ClipSampler
+from evad.inference.video import VideoReader
 
 
 @pytest.mark.parametrize(("fps", "window"), [(30, 61), (60, 121)])

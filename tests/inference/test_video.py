@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from evad.errors import UserError
-from evad.inference.video import ClipSampler, Frame, VideoDecodeWarning, VideoReader, probe_video
+from evad.inference.clips import ClipSampler
+from evad.inference.video import Frame, VideoDecodeWarning, VideoReader, probe_video
 
 
 def _clips(path, **sampler_args):

@@ -2,7 +2,7 @@
 
 Two streaming passes over the video, so memory does not grow with its length:
 
-1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.video`; clip frames are
+1. decode, cut a 16 x 4 clip around every keyframe (`evad.inference.clips`; clip frames are
    taken at the model's training frame rate `clip_fps`, keyframes and outputs stay in the input's
    own frames and times), run the model in batches, post-process the boxes to original pixels
    and link them into tracks;
@@ -39,14 +39,10 @@ from evad.errors import UserError
 from evad.evaluation.ava import AvaTable, write_detections_csv
 from evad.fileio import folder_entries, make_dirs
 from evad.inference.annotate import annotation_scale, write_annotated
+from evad.inference.clips import ClipSampler
 from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.tracks import IouTracker
-from evad.inference.video import (
-    ClipSampler,
-    VideoInfo,
-    VideoReader,
-    probe_video,
-)
+from evad.inference.video import VideoInfo, VideoReader, probe_video
 from evad.layers.token_pruning import check_keep_rate
 from evad.models.postprocess import PostProcess
 

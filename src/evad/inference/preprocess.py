@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from evad.data.transforms import resized_size
 from evad.errors import UserError
-from evad.inference.video import ClipSampler, KeyframeClip, VideoInfo, VideoReader
+from evad.inference.clips import ClipSampler, KeyframeClip
+from evad.inference.video import VideoInfo, VideoReader
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class InputSettings:
         max_long_side: Cap on the long side after resizing.
         sampling_rate: Frame step inside a clip (4 for 16 x 4 clips), in frames at `clip_fps`.
         clip_fps: Frame rate of the training clips (the data config's ``fps``; 30 for AVA): clips
-            are cut at this rate whatever the video's own rate (`evad.inference.video`).
+            are cut at this rate whatever the video's own rate (`evad.inference.clips`).
         mean, std: Pixel normalisation of RGB in [0, 1].
     """
 
