@@ -16,7 +16,7 @@ from evad.fileio import (
     remove_stale_temporaries,
     write_json_atomically,
 )
-from evad.inference.detect import check_output_dir
+from evad.inference.results import check_output_dir
 from evad.weights.evad_format import check_destination
 
 

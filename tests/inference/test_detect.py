@@ -15,7 +15,8 @@ from evad.cli import detect as detect_cli
 from evad.errors import UserError
 from evad.inference import VideoDecodeWarning, detect_video
 from evad.inference.clips import KeyframeClip
-from evad.inference.detect import OUTPUT_FILES, clips_to_batch
+from evad.inference.preprocess import clips_to_batch
+from evad.inference.results import OUTPUT_FILES
 
 NAMES, IDS = ["stand", "sit", "walk"], [1, 2, 5]
 

@@ -10,8 +10,8 @@ import pytest
 
 from evad.cli import main
 from evad.inference import pretrained
-from evad.inference.detect import OUTPUT_FILES
 from evad.inference.example import write_example_video
+from evad.inference.results import OUTPUT_FILES
 
 TINY = ["--model", "tiny", "--num-classes", "2", "--short-side", "64", "--no-progress"]
 

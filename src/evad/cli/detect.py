@@ -117,7 +117,7 @@ def _output_dirs(videos: list[Path], out: Path) -> list[Path]:
 
 def _refuse_replacing_inputs(videos: list[Path], out_dirs: list[Path]) -> None:
     """Even with --overwrite, no result may replace an input video (`detect out/annotated.mp4`)."""
-    from evad.inference.detect import OUTPUT_FILES
+    from evad.inference.results import OUTPUT_FILES
 
     for out_dir in out_dirs:
         for output in (out_dir / name for name in OUTPUT_FILES):

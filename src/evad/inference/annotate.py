@@ -21,7 +21,7 @@ from evad.inference.video import VideoDecodeWarning, VideoReader
 from evad.viz.draw import draw_detections
 
 if TYPE_CHECKING:
-    from evad.inference.detect import KeyframeResult
+    from evad.inference.results import KeyframeResult
 
 _MAX_LABEL_ACTIONS = 3  # actions listed on a box in the video; the JSON has all above threshold
 

@@ -12,12 +12,8 @@ Two streaming passes over the video, so memory does not grow with its length:
    on a 128-pixel frame would cover a third of it) (`evad.inference.annotate`).
 
 Outputs (in ``out_dir``), written under temporary names and renamed together at the end:
-
-- ``detections.csv``: AVA layout ``video, time, x1, y1, x2, y2 (normalised), action_id, score``,
-  one row per box and class (every class, as the AVA evaluation expects);
-- ``detections.json``: per keyframe its time, frame, and boxes with pixels and normalised
-  coordinates, person score, track id and the actions above ``action_threshold``;
-- ``annotated.mp4``: the video with boxes, track ids and action labels drawn.
+``detections.csv`` (AVA layout) and ``detections.json`` (their contents: `evad.inference.results`),
+and ``annotated.mp4``, the video with boxes, track ids and action labels drawn.
 """
 
 from __future__ import annotations
@@ -27,94 +23,29 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from evad.data.collate import batched
 from evad.errors import UserError
-from evad.evaluation.ava import AvaTable, write_detections_csv
-from evad.fileio import folder_entries, make_dirs
+from evad.fileio import make_dirs
 from evad.inference.annotate import annotation_scale, write_annotated
 from evad.inference.clips import ClipSampler
 from evad.inference.preprocess import clips_to_batch, frame_resizer
+from evad.inference.results import (
+    OUTPUT_FILES,
+    DetectResult,
+    KeyframeResult,
+    check_output_dir,
+    keyframe_json,
+    write_keyframes_csv,
+)
 from evad.inference.tracks import IouTracker
 from evad.inference.video import VideoInfo, VideoReader, probe_video
 from evad.layers.token_pruning import check_keep_rate
 from evad.models.postprocess import PostProcess
-
-OUTPUT_FILES = ("detections.csv", "detections.json", "annotated.mp4")
-
-
-@dataclass
-class KeyframeResult:
-    """Detections on one keyframe, in original pixels.
-
-    Attributes:
-        frame: Keyframe index in the video.
-        time: Keyframe time in seconds (see `KeyframeClip.time`).
-        boxes: (K, 4) xyxy boxes in pixels of the original frame.
-        person_scores: (K,) person probabilities.
-        action_scores: (K, C) action probabilities, columns in the order of `class_ids`.
-        image_size: (height, width) of the original frame.
-        track_ids: (K,) track ids (`evad.inference.tracks`).
-    """
-
-    frame: int
-    time: float
-    boxes: np.ndarray
-    person_scores: np.ndarray
-    action_scores: np.ndarray
-    image_size: tuple[int, int]
-    track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-
-@dataclass
-class DetectResult:
-    """What `detect_video` did.
-
-    Attributes:
-        video: Input file.
-        out_dir: Output folder.
-        csv_path, json_path, video_path: The written files.
-        info: The input video's header information.
-        num_frames: Frames decoded (and written to the annotated video).
-        keyframes: Per-keyframe detections.
-        codec: Encoder of the annotated video ("libx264", or "mpeg4" as a fallback).
-        video_scale: Whole factor by which the annotated video is larger than the input.
-        truncated: Whether the input could only be decoded in part.
-        seconds: Wall time of the whole call.
-    """
-
-    video: Path
-    out_dir: Path
-    csv_path: Path
-    json_path: Path
-    video_path: Path
-    info: VideoInfo
-    num_frames: int
-    keyframes: list[KeyframeResult]
-    codec: str
-    video_scale: int
-    truncated: bool
-    seconds: float
-
-    @property
-    def num_detections(self) -> int:
-        return sum(len(k.boxes) for k in self.keyframes)
-
-
-def check_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Raise UserError if `out_dir` is not a folder or already holds results and not `overwrite`."""
-    out_dir = Path(out_dir)
-    entries = folder_entries(out_dir)
-    existing = [name for name in OUTPUT_FILES if name in entries]
-    if existing and not overwrite:
-        raise UserError(f"{out_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
-    return out_dir
 
 
 def _expected_keyframes(info: VideoInfo, rate: float | None, stride: int | None) -> int | None:
@@ -173,63 +104,6 @@ def _run_model(
                     )
                 bar.update(len(batch))
         return results, reader.num_decoded, reader.truncated
-
-
-def _time_text(seconds: float) -> str:
-    return repr(round(float(seconds), 6))
-
-
-def _write_csv(
-    path: Path, video_id: str, keyframes: Sequence[KeyframeResult], class_ids: Sequence[int]
-) -> None:
-    """AVA CSV: every box with every class's score."""
-    keys, row_key, boxes, labels, scores = [], [], [], [], []
-    ids = np.asarray(class_ids, dtype=np.int64)
-    for kf in keyframes:
-        if not len(kf.boxes):
-            continue
-        h, w = kf.image_size
-        keys.append((video_id, _time_text(kf.time)))
-        normalised = np.round(kf.boxes / np.array([w, h, w, h], np.float64), 6)  # (K, 4)
-        k, c = kf.action_scores.shape
-        row_key.append(np.full(k * c, len(keys) - 1))
-        boxes.append(np.repeat(normalised, c, axis=0))  # one row per (box, class)
-        labels.append(np.tile(ids, k))
-        # (K, C) -> (K * C,), box-major rows
-        scores.append(np.round(kf.action_scores.astype(np.float64), 6).reshape(-1))
-    table = AvaTable(
-        source=str(path),
-        keys=keys,
-        row_key=np.concatenate(row_key) if keys else np.zeros(0, np.int64),
-        boxes=np.concatenate(boxes) if keys else np.zeros((0, 4)),
-        labels=np.concatenate(labels) if keys else np.zeros(0, np.int64),
-        scores=np.concatenate(scores) if keys else np.zeros(0),
-    )
-    write_detections_csv(path, table)
-
-
-def _keyframe_json(
-    kf: KeyframeResult, class_ids: Sequence[int], class_names: Sequence[str], action_threshold: float
-) -> dict:
-    h, w = kf.image_size
-    detections = []
-    for k in range(len(kf.boxes)):
-        scores = kf.action_scores[k]
-        above = [int(c) for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
-        box = [round(float(v), 2) for v in kf.boxes[k]]
-        detections.append(
-            {
-                "track_id": int(kf.track_ids[k]),
-                "box": box,
-                "box_normalized": [round(v / s, 6) for v, s in zip(box, (w, h, w, h), strict=True)],
-                "person_score": round(float(kf.person_scores[k]), 6),
-                "actions": [
-                    {"id": int(class_ids[c]), "name": class_names[c], "score": round(float(scores[c]), 6)}
-                    for c in above
-                ],
-            }
-        )
-    return {"time": float(_time_text(kf.time)), "frame": kf.frame, "detections": detections}
 
 
 def detect_video(
@@ -363,7 +237,7 @@ def detect_video(
     final = {name: out_dir / name for name in OUTPUT_FILES}
     temp = {name: out_dir / f".{name}.{uuid.uuid4().hex[:8]}.tmp" for name in OUTPUT_FILES}
     try:
-        _write_csv(temp["detections.csv"], path.stem, keyframes, class_ids)
+        write_keyframes_csv(temp["detections.csv"], path.stem, keyframes, class_ids)
         scale = annotation_scale(info.height, info.width, video_min_side)
         codec, written = write_annotated(
             path, temp["annotated.mp4"], keyframes, class_names, action_threshold, scale, progress
@@ -384,7 +258,7 @@ def detect_video(
             "person_threshold": person_threshold,
             "action_threshold": action_threshold,
             "classes": [{"id": int(i), "name": n} for i, n in zip(class_ids, class_names, strict=True)],
-            "keyframes": [_keyframe_json(kf, class_ids, class_names, action_threshold) for kf in keyframes],
+            "keyframes": [keyframe_json(kf, class_ids, class_names, action_threshold) for kf in keyframes],
         }
         with open(temp["detections.json"], "w", encoding="utf-8") as file:
             json.dump(document, file, indent=2)

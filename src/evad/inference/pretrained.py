@@ -18,7 +18,7 @@ from evad.errors import UserError
 from evad.inference.preprocess import InputSettings
 
 if TYPE_CHECKING:
-    from evad.inference.detect import DetectResult
+    from evad.inference.results import DetectResult
 
 PACKAGED_MODEL = "synthetic_tiny"
 
