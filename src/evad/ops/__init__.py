@@ -14,13 +14,9 @@ from evad.ops.boxes import (
     generalized_box_iou,
     rescale_boxes,
 )
+from evad.ops.fastpath import torchvision_available
 from evad.ops.nms import batched_nms, nms
-from evad.ops.roi_align import (
-    assign_fpn_levels,
-    multi_scale_roi_align,
-    roi_align,
-    torchvision_available,
-)
+from evad.ops.roi_align import assign_fpn_levels, multi_scale_roi_align, roi_align
 
 __all__ = [
     "assert_valid_boxes",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from evad.ops.boxes import box_iou
-from evad.ops.roi_align import resolve_torchvision
+from evad.ops.fastpath import resolve_torchvision
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, use_torchvision: bool | None = None) -> Tensor:

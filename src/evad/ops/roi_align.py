@@ -3,7 +3,8 @@
 The localization branch pools 7x7 features per proposal from the FPN level chosen by the box size
 (SPEC section 3), with torchvision's ``roi_align(aligned=True)``, sampling ratio 2 (section 8b).
 torchvision's compiled ops are not always loadable (CPU-only torch builds), so `roi_align`
-re-implements the reference kernel exactly and uses torchvision only where it runs.
+re-implements the reference kernel exactly and uses torchvision only where it runs
+(`evad.ops.fastpath`).
 
 Conventions: feature maps are ``(N, C, H, W)``; RoIs are ``(K, 5)`` rows
 ``(batch_index, x1, y1, x2, y2)`` in input-image pixels, mapped to the feature map by
@@ -31,11 +32,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
+from evad.ops.fastpath import capturing_graph, resolve_torchvision
 from evad.switches import MethodSwitch
 
 # Most feature values gathered at once, per sample (64 MiB in float32); more RoIs are split.
@@ -50,59 +51,6 @@ def pure_pytorch_method(method: str) -> contextlib.AbstractContextManager[None]:
     the same values). FLOP counting uses "gather", whose arithmetic is elementwise and so not counted,
     as in fvcore's convention; tests use both."""
     return _METHOD.force(method)
-
-
-_UNPROBED = object()
-_tv_ops: ModuleType | object | None = _UNPROBED  # the probe's answer, once it has run
-
-
-@torch.compiler.disable
-def _probe_torchvision() -> ModuleType | None:
-    try:
-        import torchvision.ops as tv_ops
-
-        tv_ops.roi_align(torch.zeros(1, 1, 2, 2), torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0]]), 1)
-        tv_ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
-    except Exception:  # any failure (missing package, ABI mismatch, missing kernel) means "not usable"
-        return None
-    return tv_ops
-
-
-def _torchvision_ops() -> ModuleType | None:
-    """``torchvision.ops`` if it imports and its compiled kernels run, else None (checked once).
-
-    The answer is a plain module global rather than a ``functools.cache``: torch.compile reads a
-    global as a constant, but traces through a cache wrapper into the probe itself.
-    """
-    global _tv_ops
-    if _tv_ops is _UNPROBED:
-        _tv_ops = _probe_torchvision()
-    return _tv_ops  # type: ignore[return-value]
-
-
-def _capturing_graph() -> bool:
-    """Whether this call is being recorded into a graph (``torch.jit.trace`` or torch.compile)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
-def torchvision_available() -> bool:
-    """Whether torchvision's compiled RoIAlign and NMS kernels can be used in this environment."""
-    return _torchvision_ops() is not None
-
-
-def resolve_torchvision(use_torchvision: bool | None) -> ModuleType | None:
-    """The ``torchvision.ops`` module to dispatch to, or None for the pure-PyTorch path.
-
-    Args:
-        use_torchvision: True requires torchvision (``RuntimeError`` if it cannot be used), False
-            forces the pure-PyTorch path, None uses torchvision when available.
-    """
-    if use_torchvision is False:
-        return None
-    tv_ops = _torchvision_ops()
-    if use_torchvision and tv_ops is None:
-        raise RuntimeError("use_torchvision=True but torchvision's compiled ops cannot be loaded")
-    return tv_ops
 
 
 def roi_align(
@@ -205,7 +153,7 @@ def roi_align(
     matmul = _prefer_matmul(input.device, channels, height, width, out_h, out_w, grids)
     # The matmul's loop over the images present depends on the data: a traced or compiled graph
     # takes the gather, which is one graph for any boxes.
-    if num_rois and matmul and not _capturing_graph():
+    if num_rois and matmul and not capturing_graph():
         return _pool_by_matmul(input, batch_index, axes, num_rois, out_h, out_w)
     return _pool_by_gather(input, batch_index, axes, out_h, out_w, reorder=len(groups) > 1)
 
@@ -454,7 +402,7 @@ def multi_scale_roi_align(
     reference = features[0]
     pooled = reference.new_zeros(len(rois), reference.shape[1], out_h, out_w)
     if sync_free is None:
-        sync_free = reference.is_cuda or _capturing_graph()
+        sync_free = reference.is_cuda or capturing_graph()
     if sync_free:
         for i, feature in enumerate(features):
             level_pooled = roi_align(
