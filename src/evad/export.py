@@ -6,7 +6,7 @@ one keep rate every shape inside is static, and the data-dependent steps (top-k 
 gathers and scatters by token index, RoIAlign sampling) are ordinary tensor operations, so a trace
 of one forward pass is the whole model. The one step whose shapes depend on the data, pooling each
 box from the FPN level its size selects, pools every box on every level while traced
-(`evad.ops.roi_align.multi_scale_roi_align`). `ExportableEVAD` wraps the detector for the trace:
+(`evad.ops.poolers.multi_scale_roi_align`). `ExportableEVAD` wraps the detector for the trace:
 backbone, localization and classification branches and the tensor part of `PostProcess`, returning
 plain tensors for every query.
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from evad.ops import assign_fpn_levels, multi_scale_roi_align, roi_align, torchvision_available
-from evad.ops.roi_align import pure_pytorch_method, roi_align_per_image
+from evad.ops.poolers import roi_align_per_image
+from evad.ops.roi_align import pure_pytorch_method
 
 needs_torchvision = pytest.mark.skipif(
     not torchvision_available(), reason="torchvision's compiled ops cannot be used here"

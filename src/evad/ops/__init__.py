@@ -16,7 +16,8 @@ from evad.ops.boxes import (
 )
 from evad.ops.fastpath import torchvision_available
 from evad.ops.nms import batched_nms, nms
-from evad.ops.roi_align import assign_fpn_levels, multi_scale_roi_align, roi_align
+from evad.ops.poolers import assign_fpn_levels, multi_scale_roi_align
+from evad.ops.roi_align import roi_align
 
 __all__ = [
     "assert_valid_boxes",

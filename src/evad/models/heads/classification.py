@@ -20,7 +20,7 @@ from evad.layers.mlp import drop_path_rates
 from evad.layers.pos_embed import ResizedTables, sinusoid_table
 from evad.layers.token_pruning import official_token_order
 from evad.ops.boxes import clip_boxes
-from evad.ops.roi_align import roi_align_per_image
+from evad.ops.poolers import roi_align_per_image
 
 
 def extend_boxes(boxes: Tensor, roi_extend: Sequence[float], image_sizes: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from evad.ops.boxes import box_cxcywh_to_xyxy
-from evad.ops.roi_align import multi_scale_roi_align
+from evad.ops.poolers import multi_scale_roi_align
 
 DEFAULT_SCALE_CLAMP = math.log(100000.0 / 16)
 
