@@ -290,9 +290,9 @@ def test_a_killed_runs_partial_folder_goes_on_the_next_run(tmp_path: Path) -> No
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--videos"):
+    with pytest.raises(UserError, match=r"num_videos \(--videos\) must be at least 2"):
         generate(tmp_path / "a", 1, config=TINY, progress=False)
-    with pytest.raises(UserError, match="--size"):
+    with pytest.raises(UserError, match=r"size \(--size\) must be at least 64 x 64"):
         generate(tmp_path / "a", 2, size=(32, 200), config=TINY, progress=False)
     with pytest.raises(UserError, match="too short"):
         generate(tmp_path / "a", 2, config=SynthConfig(seconds=2), progress=False)
@@ -377,9 +377,9 @@ def test_cli_world_options_reach_the_generator(tmp_path: Path, capsys: pytest.Ca
     assert config["background_shapes"] == [3, 8]
     capsys.readouterr()
     for bad, message in (
-        (["--actor-height", "0.9", "0.5"], "--actor-height must satisfy"),
-        (["--max-actors", "2"], "--max-actors must be at least 4"),
-        (["--background-shapes", "5", "5"], "--background-shapes must satisfy"),
+        (["--actor-height", "0.9", "0.5"], "actor_height (--actor-height) must satisfy"),
+        (["--max-actors", "2"], "max_actors (--max-actors) must be at least 4"),
+        (["--background-shapes", "5", "5"], "background_shapes (--background-shapes) must satisfy"),
     ):
         assert main([*argv[:3], str(tmp_path / "bad"), *argv[4:], *bad]) == 2
         assert message in capsys.readouterr().err

@@ -127,10 +127,11 @@ def _validate(cfg: SynthConfig, num_videos: int) -> None:
     height, width = cfg.size
     if num_videos < 2:
         raise UserError(
-            f"--videos must be at least 2 (one to train on, one to validate on), got {num_videos}"
+            f"num_videos (--videos) must be at least 2 (one to train on, one to validate on), "
+            f"got {num_videos}"
         )
     if min(height, width) < 64:
-        raise UserError(f"--size must be at least 64 x 64 pixels, got {height} x {width}")
+        raise UserError(f"size (--size) must be at least 64 x 64 pixels, got {height} x {width}")
     if cfg.clip_frames < 2 or cfg.clip_stride < 1:
         raise UserError(
             f"clip_frames must be >= 2 and clip_stride >= 1, got {cfg.clip_frames}, {cfg.clip_stride}"
@@ -149,12 +150,16 @@ def _validate(cfg: SynthConfig, num_videos: int) -> None:
         raise UserError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
     far, near = cfg.actor_height
     if not 0 < far <= near <= 1:
-        raise UserError(f"--actor-height must satisfy 0 < FAR <= NEAR <= 1, got {far} {near}")
+        raise UserError(f"actor_height (--actor-height) must satisfy 0 < FAR <= NEAR <= 1, got {far} {near}")
     if cfg.max_actors < 4:
-        raise UserError(f"--max-actors must be at least 4 (the scheduled actors), got {cfg.max_actors}")
+        raise UserError(
+            f"max_actors (--max-actors) must be at least 4 (the scheduled actors), got {cfg.max_actors}"
+        )
     low, high = cfg.background_shapes
     if not 0 <= low < high:
-        raise UserError(f"--background-shapes must satisfy 0 <= MIN < MAX, got {low} {high}")
+        raise UserError(
+            f"background_shapes (--background-shapes) must satisfy 0 <= MIN < MAX, got {low} {high}"
+        )
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
