@@ -32,3 +32,22 @@ def test_takes_an_ava_result_as_well_as_its_dict(tmp_path):
     plot_per_class_ap(tmp_path / "r.png", result)
     plot_per_class_ap(tmp_path / "d.png", result.to_dict())
     assert (cv2.imread(str(tmp_path / "r.png")) == cv2.imread(str(tmp_path / "d.png"))).all()
+
+
+def test_the_ap_axis_starts_at_zero_even_when_every_ap_is_zero(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    limits = []
+    save = Figure.savefig
+
+    def record(figure, *args, **kwargs):
+        limits.append(figure.axes[0].get_ylim())
+        return save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    zero = {"mAP": 0.0, "per_class": {"1": 0.0, "2": 0.0}, "class_names": {"1": "stand", "2": "sit"}}
+    plot_per_class_ap(tmp_path / "zero.png", zero, zero)  # an untrained model: no negative AP ticks
+    plot_per_class_ap(tmp_path / "some.png", RESULT)
+    (zero_bottom, zero_top), (bottom, top) = limits
+    assert zero_bottom == 0 and zero_top > 0
+    assert bottom == 0 and top >= 50  # the highest bar, 50%, fits

@@ -73,6 +73,9 @@ def plot_per_class_ap(
     for tick, colour in zip(axes.get_xticklabels(), colours, strict=True):
         tick.set_color(colour)
     axes.set_xlim(-0.6, len(ids) - 0.4)
+    # AP is never negative; with every bar at 0 (an untrained model) matplotlib would centre the
+    # axis on 0, so the top is at least 1%.
+    axes.set_ylim(0, max(axes.get_ylim()[1], 1.0))
     axes.set_ylabel("AP (%)")
     axes.set_title(title)
     axes.legend(loc="upper right")
