@@ -139,12 +139,14 @@ def keyframe_json(
     for k in range(len(kf.boxes)):
         scores = kf.action_scores[k]
         above = [int(c) for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
-        box = [round(float(v), 2) for v in kf.boxes[k]]
+        box = kf.boxes[k].astype(np.float64)
+        # From the unrounded box and rounded as in detections.csv, so both files give the same numbers.
+        normalised = np.round(box / np.array([w, h, w, h], np.float64), 6)
         detections.append(
             {
                 "track_id": int(kf.track_ids[k]),
-                "box": box,
-                "box_normalized": [round(v / s, 6) for v, s in zip(box, (w, h, w, h), strict=True)],
+                "box": [round(float(v), 2) for v in box],
+                "box_normalized": normalised.tolist(),
                 "person_score": round(float(kf.person_scores[k]), 6),
                 "actions": [
                     {"id": int(class_ids[c]), "name": class_names[c], "score": round(float(scores[c]), 6)}
