@@ -109,9 +109,8 @@ def write_keyframes_csv(
     for kf in keyframes:
         if not len(kf.boxes):
             continue
-        h, w = kf.image_size
         keys.append((video_id, _time_text(kf.time)))
-        normalised = np.round(kf.boxes / np.array([w, h, w, h], np.float64), 6)  # (K, 4)
+        normalised = _normalised(kf.boxes, kf.image_size)  # (K, 4)
         k, c = kf.action_scores.shape
         row_key.append(np.full(k * c, len(keys) - 1))
         boxes.append(np.repeat(normalised, c, axis=0))  # one row per (box, class)
@@ -134,19 +133,17 @@ def keyframe_json(
 ) -> dict:
     """The JSON entry of one keyframe: its time, frame and detections with the actions scoring at
     least `action_threshold`, best first."""
-    h, w = kf.image_size
+    normalised = _normalised(kf.boxes, kf.image_size)  # (K, 4), the numbers of detections.csv
     detections = []
     for k in range(len(kf.boxes)):
         scores = kf.action_scores[k]
         above = [int(c) for c in np.argsort(-scores, kind="stable") if scores[c] >= action_threshold]
         box = kf.boxes[k].astype(np.float64)
-        # From the unrounded box and rounded as in detections.csv, so both files give the same numbers.
-        normalised = np.round(box / np.array([w, h, w, h], np.float64), 6)
         detections.append(
             {
                 "track_id": int(kf.track_ids[k]),
                 "box": [round(float(v), 2) for v in box],
-                "box_normalized": normalised.tolist(),
+                "box_normalized": normalised[k].tolist(),
                 "person_score": round(float(kf.person_scores[k]), 6),
                 "actions": [
                     {"id": int(class_ids[c]), "name": class_names[c], "score": round(float(scores[c]), 6)}
@@ -155,3 +152,9 @@ def keyframe_json(
             }
         )
     return {"time": float(_time_text(kf.time)), "frame": kf.frame, "detections": detections}
+
+
+def _normalised(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Pixel xyxy boxes as fractions of the frame, rounded to 6 decimals (both files use this)."""
+    h, w = image_size
+    return np.round(boxes / np.array([w, h, w, h], np.float64), 6)
