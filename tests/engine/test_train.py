@@ -17,6 +17,7 @@ from evad.engine.optim import build_optimizer, build_scheduler
 from evad.engine.train import TrainData, train, with_absolute_data_root
 from evad.errors import UserError
 from evad.losses import SetCriterion
+from evad.models.detector import EVAD
 from evad.models.factory import build_criterion, build_model, get_config
 from tiny_data import TinyDataset, loader
 
@@ -453,6 +454,21 @@ def test_non_finite_loss_stops_training(tmp_path, monkeypatch):
         return real(self, losses) * float("nan")
 
     monkeypatch.setattr(SetCriterion, "weighted_total", nan_total)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        train(make_config(tmp_path / "run"), data=make_data(), progress=False)
+
+
+def test_non_finite_predictions_stop_training_as_a_non_finite_loss(tmp_path, monkeypatch):
+    # A diverged model predicts NaN: the matcher does not fail on its costs, the loss is NaN and the
+    # loop stops with its message (every process alike), not with scipy's ValueError on one process.
+    real = EVAD.forward
+
+    def nan_forward(self, *args, **kwargs):
+        outputs = real(self, *args, **kwargs)
+        outputs["pred_logits"] = outputs["pred_logits"] * float("nan")
+        return outputs
+
+    monkeypatch.setattr(EVAD, "forward", nan_forward)
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train(make_config(tmp_path / "run"), data=make_data(), progress=False)
 

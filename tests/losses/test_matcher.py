@@ -130,3 +130,22 @@ def test_more_targets_than_queries_matches_every_query() -> None:
 def test_rejects_all_zero_costs() -> None:
     with pytest.raises(ValueError, match="costs"):
         HungarianMatcher(cost_class=0.0, cost_bbox=0.0, cost_giou=0.0)
+
+
+def test_non_finite_predictions_are_matched_last_instead_of_raising() -> None:
+    # A diverged model's NaN / infinite outputs: scipy refuses such a cost matrix with a ValueError
+    # on one process; they rank last, and the loss that follows is non-finite (the loop stops).
+    outputs = one_image(
+        logits=[[float("nan"), 0.0], [0.0, 0.0], [0.0, 0.0]],
+        boxes=[[10.0, 10.0, 50.0, 90.0], [11.0, 9.0, 51.0, 91.0], [0.0, 0.0, float("inf"), 5.0]],
+        height=200,
+        width=200,
+    )
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 50.0, 90.0]])}]
+    [(pred, tgt)] = HungarianMatcher()(outputs, targets)
+    assert pred.tolist() == [1]
+    assert tgt.tolist() == [0]
+    outputs["pred_logits"].fill_(float("nan"))
+    outputs["pred_boxes"].fill_(float("nan"))
+    [(pred, tgt)] = HungarianMatcher()(outputs, targets)
+    assert len(pred) == len(tgt) == 1

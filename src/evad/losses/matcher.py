@@ -18,6 +18,10 @@ lines 185-283):
 - one cost matrix is built for the whole batch and split per image by target count, as in DETR
   (lines 232-282); entries pairing a proposal with another image's target are never used;
 - the default weights are the loss weights (2, 5, 2), as `e2e_detector.py` lines 61-65 pass them.
+
+Deviation: non-finite costs (NaN or infinite predictions of a diverged model), which make the
+official matcher fail inside scipy, rank after every finite one, so that training stops on the
+non-finite loss instead.
 """
 
 from __future__ import annotations
@@ -87,6 +91,14 @@ class HungarianMatcher(nn.Module):
         cost_giou = -generalized_box_iou(out_boxes, tgt_boxes)  # (B*Q, T)
         cost = self.cost_bbox * cost_bbox + self.cost_class * cost_class + self.cost_giou * cost_giou
         cost = cost.view(batch_size, num_queries, -1).float().cpu()  # (B*Q, T) -> (B, Q, T)
+        # A diverged model's NaN or infinite predictions give non-finite costs, which
+        # linear_sum_assignment refuses with a ValueError on this process alone. They rank last
+        # instead: the loss of such predictions is itself non-finite, so the training loop stops
+        # every process alike, with its message.
+        finite = torch.isfinite(cost)
+        if not finite.all():
+            worst = cost[finite].max() + 1.0 if finite.any() else torch.tensor(0.0)
+            cost = torch.where(finite, cost, worst)
 
         indices = []
         for image, block in enumerate(cost.split(sizes, dim=-1)):
