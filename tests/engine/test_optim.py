@@ -109,6 +109,25 @@ def test_schedule_official_epoch_values():
     assert lr_factor(49, 120, lr_steps=[0.4166666666666667]) == pytest.approx(1.0)
 
 
+def test_schedule_boundaries_of_a_long_run_fall_on_the_exact_step():
+    # AVA v2.2 on one GPU at batch 2: 105317 steps per epoch, 1.26M in all. The warm-up ends and
+    # the decays start at exactly epochs 2, 5 and 8, not a step early (official: step k is at
+    # fractional epoch k / steps per epoch).
+    per_epoch = 105317
+    total = 12 * per_epoch
+    decimals = {"warmup_fraction": 0.16666666666666666, "lr_steps": [0.4166666666666667, 0.6666666666666666]}
+    for kwargs in ({}, decimals):
+        factors = {
+            k: lr_factor(k, total, **kwargs) for e in (2, 5, 8) for k in (e * per_epoch - 1, e * per_epoch)
+        }
+        assert factors[2 * per_epoch - 1] == pytest.approx(0.1 + 0.9 * (2 * per_epoch - 1) / (2 * per_epoch))
+        assert factors[2 * per_epoch - 1] < 1.0 and factors[2 * per_epoch] == 1.0
+        assert factors[5 * per_epoch - 1] == 1.0 and factors[5 * per_epoch] == pytest.approx(0.1)
+        assert factors[8 * per_epoch - 1] == pytest.approx(0.1) and factors[8 * per_epoch] == pytest.approx(
+            0.01
+        )
+
+
 def test_head_group_follows_the_same_schedule(model):
     optimizer = build_optimizer(model, base_lr=1e-5, head_lr_mult=8)
     build_scheduler(optimizer, 100)
