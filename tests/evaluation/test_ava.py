@@ -443,6 +443,19 @@ def test_evaluator_takes_tensors_and_checks_shapes(tmp_path):
         evaluator.process(["v1"], ["9o2"], [boxes], [torch.zeros(2, 2)])
 
 
+def test_evaluator_takes_bfloat16_tensors(tmp_path):
+    # What post-processing returns for a model run under bf16 autocast; numpy has no bfloat16.
+    torch = pytest.importorskip("torch")
+    (tmp_path / "map.pbtxt").write_text(LABELMAP)
+    write(tmp_path / "gt.csv", [f"v1,902,{A},1", f"v1,902,{B},17"])
+    evaluator = AvaEvaluator(tmp_path / "gt.csv", tmp_path / "map.pbtxt", class_ids=[1, 17])
+    boxes = torch.tensor([[0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.9, 0.9]], dtype=torch.bfloat16)
+    scores = torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.bfloat16)
+    evaluator.process(["v1"], [torch.tensor(902)], [boxes], [scores])
+    assert evaluator.evaluate().per_class == {1: 1.0, 17: 1.0}
+    assert evaluator.detections().scores.tolist() == scores.double().reshape(-1).tolist()
+
+
 @pytest.mark.parametrize(
     ("boxes", "scores", "message"),
     [

@@ -27,7 +27,8 @@ from evad.evaluation.ava.selection import prepare_groundtruth
 
 def _as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):  # a torch tensor, without importing torch
-        value = value.detach().cpu().numpy()
+        # float64 before numpy: bfloat16 (a model run under bf16 autocast) has no numpy dtype
+        value = value.detach().cpu().double().numpy()
     return np.asarray(value, dtype=np.float64)
 
 
