@@ -485,6 +485,16 @@ def test_a_label_map_keyed_by_strings_is_named(tmp_path):
         AvaEvaluator(tmp_path / "gt.csv", {"1": "stand"})
 
 
+def test_mean_over_a_label_map_with_class_id_0_given_as_a_dict(tmp_path):
+    # A .pbtxt may not hold id 0, a dict may: the mean is still over the classes with ground truth.
+    write(tmp_path / "gt.csv", [f"v1,902,{A},0", f"v1,902,{B},1"])
+    evaluator = AvaEvaluator(tmp_path / "gt.csv", {0: "stand", 1: "sit"}, class_ids=[0, 1])
+    evaluator.process(["v1"], [902], [np.array([[0.1, 0.1, 0.4, 0.9]])], [np.array([[0.9, 0.8]])])
+    result = evaluator.evaluate()
+    assert result.per_class == {0: 1.0, 1: 0.0}
+    assert result.mean_ap == 0.5
+
+
 @pytest.fixture
 def cli_main(monkeypatch):
     """`evad.cli.main` with the `evaluate` command group registered."""

@@ -210,7 +210,7 @@ def score_detections(gt: GroundTruth, det: AvaTable, cap: int, input_order: bool
 
 
 def _mean_ap(per_class: Mapping[int, float], largest_id: int) -> float:
-    if largest_id > 100_000:
+    if largest_id > 100_000 or min(per_class) < 1:  # ids below 1 (a label map given as a dict) index no array
         return float(np.mean(list(per_class.values())))
     # The same summation as the official NaN-skipping mean over an array indexed by class id.
     padded = np.full(largest_id, np.nan)
