@@ -158,6 +158,22 @@ def test_empty_rois():
         out.sum().backward()  # an empty batch of proposals must not break a training step
 
 
+@pytest.mark.parametrize("sampling_ratio", [2, -1])
+def test_non_finite_rois_pool_zeros_and_leave_the_others_alone(sampling_ratio):
+    """A diverged box head's NaN or infinite boxes pool zeros (a sample outside the map), so that
+    training reaches its non-finite-loss stop instead of an out-of-bounds index error."""
+    input = torch.randn(2, 3, 8, 10)
+    good = torch.tensor([[0, 1.0, 2.0, 7.0, 6.0], [1, 0.5, 0.5, 9.0, 7.5]])
+    bad = torch.tensor(
+        [[0, math.nan, 2.0, 7.0, 6.0], [1, 0.0, 0.0, math.inf, 5.0], [0, -math.inf, math.nan, 3.0, math.inf]]
+    )
+    for aligned in (True, False):
+        out = roi_align(input, torch.cat([good, bad]), 3, 1.0, sampling_ratio, aligned, use_torchvision=False)
+        expected = roi_align(input, good, 3, 1.0, sampling_ratio, aligned, use_torchvision=False)
+        torch.testing.assert_close(out[:2], expected)
+        assert torch.equal(out[2:], torch.zeros(3, 3, 3, 3))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_close_to_float32(dtype):
     generator = torch.Generator().manual_seed(3)

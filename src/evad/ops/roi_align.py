@@ -132,7 +132,9 @@ def roi_align(
         # A negative RoI size (aligned, x2 < x1) gives an empty grid and a zero output, as in the
         # reference kernel.
         grid_h, grid_w = torch.ceil(roi_h / out_h), torch.ceil(roi_w / out_w)
-        grid_sizes = torch.stack((grid_h, grid_w), dim=1).clamp(min=0).long()  # (K, 2)
+        # A non-finite RoI (a diverged box head) gets the empty grid too, not an overflowed one.
+        grid_sizes = torch.stack((grid_h, grid_w), dim=1).nan_to_num(0.0, 0.0, 0.0)  # (K, 2)
+        grid_sizes = grid_sizes.clamp(min=0).long()
         groups = [
             (gh, gw, (grid_sizes == grid_sizes.new_tensor([gh, gw])).all(dim=1).nonzero().squeeze(1))
             for gh, gw in grid_sizes.unique(dim=0).tolist()
@@ -282,6 +284,10 @@ def _axis_samples(start: Tensor, length: Tensor, bins: int, grid: int, size: int
         + bin_index[None, :, None] * bin_size[:, None, None]
         + sample_index[None, None, :] * bin_size[:, None, None] / grid
     )
+    # A non-finite coordinate (a NaN or infinite box from a diverged box head) is a sample outside
+    # the map, worth 0, rather than an integer index out of any bounds; the NaN box itself still
+    # makes the loss NaN, which stops training with its own message.
+    coord = coord.nan_to_num(-2.0, -2.0, -2.0)
     inside = ((coord >= -1.0) & (coord <= size)).to(coord.dtype)
     coord = coord.clamp(min=0.0)
     low = coord.floor().clamp(max=size - 1)
