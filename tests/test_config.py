@@ -150,6 +150,12 @@ def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, e
         ("", "data.classes=[3,3]", ["command line", "data.classes", "distinct"]),
         ("", "data.split=0", ["command line", "data.split", ">= 1"]),
         ("data: {num_frames: 0}\n", None, ["{file}", "data.num_frames", ">= 1"]),
+        # YAML's .nan / .inf are floats, which comparisons and min() let through
+        ("", "train.base_lr=.inf", ["command line", "train.base_lr", "a number", "inf"]),
+        ("", "model.loss_weights.action=.nan", ["command line", "model.loss_weights", "nan"]),
+        ("", "model.roi_extend=[0.2,.nan]", ["command line", "model.roi_extend", "nan"]),
+        ("train: {weight_decay: .inf}\n", None, ["{file}", "train.weight_decay", "inf"]),
+        ("", "train.base_lr=nan", ["command line", "train.base_lr", "'nan'"]),
     ],
 )
 def test_bad_values_name_source_and_key(tmp_path, text, override, expected):

@@ -222,14 +222,18 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise _BadValue
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
                 number = float(value)
             except ValueError:
                 raise _BadValue from None
-            if math.isfinite(number):
-                return number
+        else:
+            raise _BadValue
+        # YAML's .nan and .inf are floats; like "nan" and "inf" they would slip past the range checks
+        # (every comparison with NaN is False, and min() skips a NaN that is not first).
+        if math.isfinite(number):
+            return number
         raise _BadValue
     if tp is str:
         if isinstance(value, str):
