@@ -356,10 +356,19 @@ def test_in_memory_detections_of_the_wrong_kind_are_named(changes, error, messag
 
 
 @pytest.mark.parametrize(
-    "frames", [np.ones((3, 3), np.int64), [[0.5, 1.0]], np.array([[1, 1]]), np.array([[-1, 1]])]
+    "frames",
+    [
+        np.ones((3, 3), np.int64),
+        [[0.5, 1.0]],
+        np.array([[1, 1]]),
+        np.array([[-1, 1]]),
+        np.array([[0, 2], [0, 21]]),
+        np.array([[0, 0]]),
+    ],
 )
-def test_scored_frames_of_the_wrong_shape_or_video_are_named(frames):
-    """(F, 3) and video index 1 of a one-video ground truth were silently accepted; a list crashed."""
+def test_scored_frames_of_the_wrong_shape_video_or_frame_are_named(frames):
+    """(F, 3), video index 1 of a one-video ground truth and frame 21 of a 20-frame video (read as a
+    frame of the next video) were silently accepted; a list crashed."""
     gt = groundtruth({"v0": {0: [tube(1, 20, BOX)]}}, {"v0": 20})
     with pytest.raises(ValueError, match="frames"):
         evaluate_tubes(gt, _three_rows(), frames=frames)

@@ -175,6 +175,12 @@ def evaluate_tubes(
             raise ValueError(f"frames must be (F, 2) integer (video index, frame) pairs, got {frames.shape}")
         if len(frames) and not (0 <= frames[:, 0].min() and frames[:, 0].max() < len(groundtruth.videos)):
             raise ValueError(f"frames holds a video index outside 0..{len(groundtruth.videos) - 1}")
+        # A frame past its video's end would be read as a frame of the next video (keys are
+        # video * stride + frame).
+        outside = (frames[:, 1] < 1) | (frames[:, 1] > groundtruth.nframes[frames[:, 0]])
+        if outside.any():
+            v, f = frames[outside.argmax()].tolist()
+            raise ValueError(f"frames holds frame {f} of video {v}, outside 1..{groundtruth.nframes[v]}")
     stride = int(groundtruth.nframes.max(initial=0)) + 1
     groups = (detections.video * stride + detections.frame) * len(groundtruth.labels) + detections.label
     scores = decay_nms(detections.boxes, detections.scores, groups)
