@@ -176,6 +176,35 @@ def test_video_errors_name_the_file(tmp_path: Path) -> None:
         videos.check("short", np.array([5, 6]))
 
 
+@pytest.mark.parametrize(("codec", "fmt"), [("libx264", "h264"), ("mpeg4", "m4v")])
+def test_a_stream_without_duration_is_counted_by_decoding_and_a_corrupt_one_named(
+    tmp_path: Path, codec: str, fmt: str
+) -> None:
+    """A raw elementary stream has no frame count or duration, so its frames are counted by decoding;
+    a decode error there ended in PyAV's traceback instead of a line naming the file."""
+    av = pytest.importorskip("av")
+    if codec not in av.codecs_available:
+        pytest.skip(f"PyAV has no {codec} encoder here")
+    path = tmp_path / f"raw.{fmt}"
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for n in range(1, 21):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(gray(n), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    videos = VideoFiles(tmp_path, "{video}." + fmt, fps=30)
+    assert videos.scan(["raw"]) == {"raw": 24}  # 20 frames at 25 fps last 0.8 s: 24 frames at 30 fps
+    data = path.read_bytes()
+    noise = np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes()
+    (tmp_path / f"bad.{fmt}").write_bytes(data[: len(data) // 3] + noise)
+    with pytest.raises(
+        UserError, match=f"cannot decode video file {re.escape(str(tmp_path / f'bad.{fmt}'))}"
+    ):
+        videos.scan(["bad"])
+
+
 def test_ava_dataset_from_videos_matches_frame_folders(
     sources: tuple[FrameFolders, VideoFiles], tmp_path: Path
 ) -> None:

@@ -175,6 +175,19 @@ def test_truncated_stream_without_a_frame_count_is_detected_by_its_duration(make
         assert 0 < sum(1 for _ in reader.frames()) < 60
 
 
+def test_a_raw_stream_whose_start_is_damaged_is_a_user_error(make_video, tmp_path):
+    """A raw H.264 stream whose parameter sets cannot be decoded reports a 0 x 0 frame size; detection
+    went on to fail in the resize with 'sizes must be positive, got 0x0 -> 128'."""
+    path = make_video(tmp_path / "full.h264", num_frames=20, container_format="h264")
+    with VideoReader(path) as reader:
+        assert (reader.info.height, reader.info.width) == (64, 80)
+    data = path.read_bytes()
+    damaged = tmp_path / "damaged.h264"
+    damaged.write_bytes(data[:100] + np.random.default_rng(0).integers(0, 256, len(data), np.uint8).tobytes())
+    with pytest.raises(UserError, match=r"damaged\.h264: no frame size in the video stream"):
+        VideoReader(damaged)
+
+
 def test_complete_file_does_not_warn(video):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

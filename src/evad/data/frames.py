@@ -208,8 +208,14 @@ class VideoFiles:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration:
                 duration = container.duration / 1_000_000
-            if duration is None:  # no header says: decode to count
-                duration = sum(1 for _ in container.decode(stream)) / float(stream.average_rate or self.fps)
+            if duration is None:  # no header says (e.g. a raw .h264 stream): decode to count
+                import av
+
+                try:
+                    decoded = sum(1 for _ in container.decode(stream))
+                except av.FFmpegError as err:
+                    raise UserError(f"cannot decode video file {path}: {err}") from None
+                duration = decoded / float(stream.average_rate or self.fps)
         count = math.ceil(duration * self.fps - 1e-6)
         if count < 1:
             raise UserError(f"video file {path} has no frames")

@@ -106,6 +106,9 @@ class VideoReader:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         self.info = self._read_info()
+        if not (self.info.height and self.info.width):  # probing decoded nothing (e.g. a damaged raw stream)
+            self._container.close()
+            raise UserError(f"{self.path}: no frame size in the video stream; nothing in it can be decoded")
         self.truncated = False
         self.num_decoded = 0
 
