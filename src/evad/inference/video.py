@@ -97,7 +97,7 @@ class VideoReader:
         path: Video file.
 
     Raises:
-        UserError: If the file is missing, is not a video, or has no video stream.
+        UserError: If the file is missing, is not a video, or has no video stream with a frame size.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -210,7 +210,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Header information of a video file without decoding it.
 
     Raises:
-        UserError: If the file is missing, is not a video, or has no video stream.
+        UserError: If the file is missing, is not a video, or has no video stream with a frame size.
     """
     with VideoReader(path) as reader:
         return reader.info
