@@ -28,8 +28,10 @@ def write_video(
     noise: bool = False,
     faststart: bool = False,
     container_format: str = "mp4",
+    rotation: int = 0,
 ) -> Path:
-    """Write an H.264 MP4; `times_ms` gives each frame's timestamp (variable frame rate)."""
+    """Write an H.264 MP4; `times_ms` gives each frame's timestamp (variable frame rate); a
+    `rotation` (degrees counterclockwise) goes in the display matrix, as phones store portrait video."""
     import av
 
     h, w = size
@@ -40,6 +42,10 @@ def write_video(
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv420p" if h % 2 == 0 and w % 2 == 0 else "yuv444p"
         stream.options = {"crf": "0", "preset": "ultrafast"}
+        if rotation:
+            if not hasattr(stream, "set_display_rotation"):
+                pytest.skip("this PyAV cannot write rotation metadata (PyAV >= 14 can)")
+            stream.set_display_rotation(rotation)
         if times_ms is not None:
             stream.codec_context.time_base = Fraction(1, 1000)
         for i in range(num_frames if times_ms is None else len(times_ms)):

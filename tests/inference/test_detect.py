@@ -169,6 +169,19 @@ def test_odd_sized_video_keeps_its_resolution(model, make_video, tmp_path):
     assert len(frames) == 12 and frames[0].shape == (45, 61, 3)
 
 
+def test_a_rotated_video_is_detected_and_annotated_as_it_is_shown(model, make_video, tmp_path):
+    """A portrait phone video (64 x 80 frames stored sideways, rotation 90): the model sees it
+    upright, boxes are in the shown 80 x 64 frame and the annotated video is upright."""
+    path = make_video(tmp_path / "portrait.mp4", num_frames=12, size=(64, 80), rotation=90)
+    result = _detect(model, path, tmp_path / "out", stride=6)
+    document = json.loads(result.json_path.read_text())
+    assert (document["height"], document["width"]) == (80, 64)
+    boxes = np.concatenate([kf.boxes for kf in result.keyframes])
+    assert len(boxes) and (boxes[:, [0, 2]] <= 64).all() and (boxes[:, [1, 3]] <= 80).all()
+    _, _, frames = _read_back(result.video_path)
+    assert len(frames) == 12 and frames[0].shape == (80, 64, 3)
+
+
 def test_small_videos_are_annotated_enlarged_with_boxes_in_input_pixels(model, video, tmp_path):
     """By default the annotated video of a 64 x 80 input is 6 times larger (short side >= 360), the
     boxes are drawn where they are in the enlarged frame, and the CSV / JSON are unchanged."""

@@ -32,6 +32,21 @@ def test_reads_rate_size_and_every_frame_with_its_timestamp(make_video, tmp_path
     assert frames[0].image.shape == (64, 80, 3) and frames[0].image.dtype == np.uint8
 
 
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_frames_with_rotation_metadata_are_read_upright(make_video, tmp_path, rotation):
+    """A phone's portrait video stores its frames sideways with a display matrix: they are read as
+    players and ffmpeg show them (turned counterclockwise by the rotation), in the shown size."""
+    path = make_video(tmp_path / "v.mp4", num_frames=3, size=(64, 80), noise=True)
+    rotated = make_video(tmp_path / "rotated.mp4", num_frames=3, size=(64, 80), noise=True, rotation=rotation)
+    size = (80, 64) if rotation % 180 else (64, 80)
+    info = probe_video(rotated)
+    assert ((info.height, info.width), info.rotation) == (size, rotation)
+    with VideoReader(path) as reader, VideoReader(rotated) as turned:
+        for stored, shown in zip(reader.frames(), turned.frames(), strict=True):
+            assert shown.image.shape == (*size, 3) and shown.image.flags.c_contiguous
+            np.testing.assert_array_equal(shown.image, np.rot90(stored.image, rotation // 90))
+
+
 def test_keyframes_one_per_second_and_every_stride_frames(video):
     # 70 frames at 30 fps: 2.33 s, so keyframes at 0, 1 and 2 s.
     at_rate = _clips(video, rate=1.0)

@@ -5,7 +5,9 @@ does not grow with the video's length; `probe_video` reads the header alone. Tim
 frames' timestamps (pts * time_base, counted from the first frame), not from ``index / fps``, so
 variable-frame-rate videos keep their true times; repeated or backward timestamps are moved just
 after the frame before. Corrupt packets and truncated files are decoded as far as possible, with a
-`VideoDecodeWarning`. Keyframe clips are cut from these frames by `evad.inference.clips`.
+`VideoDecodeWarning`. Frames are turned upright as players and ffmpeg show them: a phone video
+stores its portrait frames sideways with a rotation in its display matrix. Keyframe clips are cut
+from these frames by `evad.inference.clips`.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ class VideoInfo:
 
     Attributes:
         path: The file.
-        height, width: Frame size in pixels.
+        height, width: Frame size in pixels, as shown (after `rotation`).
         fps: Average frame rate (for variable-rate videos only a summary; timestamps decide).
         frame_rate: `fps` as an exact fraction, for writing a video at the same rate.
         time_base: Unit of the stream's timestamps in seconds (None if unknown).
         declared_frames: Frame count in the container header, 0 where it does not say.
         duration: Length in seconds, None where unknown.
         codec: Decoder name.
+        rotation: Degrees counterclockwise (0, 90, 180 or 270) by which the decoded frames are
+            turned to show them upright, from the display matrix of the stream's first frame.
     """
 
     path: Path
@@ -51,6 +55,7 @@ class VideoInfo:
     declared_frames: int
     duration: float | None
     codec: str
+    rotation: int = 0
 
 
 @dataclass
@@ -87,6 +92,22 @@ def _open_container(path: Path):
     return container
 
 
+def _display_quarter_turns(path: Path) -> int:
+    """Quarter turns counterclockwise (``np.rot90``'s k) that show the first video stream upright:
+    the rotation of its first decoded frame's display matrix, which ffmpeg and players apply (a
+    phone's portrait video is stored sideways). 0 where no frame decodes (the reader reports that)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                # PyAV < 14 has no VideoFrame.rotation: its frames are read as stored.
+                return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+    except (av.FFmpegError, ValueError):
+        pass
+    return 0
+
+
 class VideoReader:
     """Decode a video file's frames one at a time, in presentation order.
 
@@ -105,6 +126,7 @@ class VideoReader:
         self._container = _open_container(self.path)
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
+        self._turns = _display_quarter_turns(self.path)
         self.info = self._read_info()
         if not (self.info.height and self.info.width):  # probing decoded nothing (e.g. a damaged raw stream)
             self._container.close()
@@ -120,16 +142,20 @@ class VideoReader:
             duration = float(s.duration * s.time_base)
         elif self._container.duration is not None:
             duration = self._container.duration / 1_000_000  # AV_TIME_BASE
+        height, width = s.codec_context.height, s.codec_context.width
+        if self._turns % 2:  # sideways: the frames are shown with height and width swapped
+            height, width = width, height
         return VideoInfo(
             path=self.path,
-            height=s.codec_context.height,
-            width=s.codec_context.width,
+            height=height,
+            width=width,
             fps=float(rate),
             frame_rate=Fraction(rate),
             time_base=Fraction(s.time_base) if s.time_base else None,
             declared_frames=int(s.frames or 0),
             duration=duration,
             codec=s.codec_context.name,
+            rotation=90 * self._turns,
         )
 
     def frames(self, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[Frame]:
@@ -171,6 +197,8 @@ class VideoReader:
                 time = max(time, last_time + TIME_EPS) if self.num_decoded else time
                 last_time = time
                 image = frame.to_ndarray(format="rgb24")
+                if self._turns:  # (H, W, 3) as stored -> as shown
+                    image = np.ascontiguousarray(np.rot90(image, self._turns))
                 yield Frame(self.num_decoded, time, frame.pts, transform(image) if transform else image)
                 self.num_decoded += 1
         self._check_complete(bad_packets, ended_early, last_time)
