@@ -30,17 +30,26 @@ def write_folder(root: Path, video: str, template: str, numbers: range | list[in
         cv2.imwrite(str(path), gray(n))
 
 
-def write_video(path: Path, num_frames: int, fps: int = 30) -> None:
-    """A gray-level video with a key frame every 5 frames (so reads must seek and decode on)."""
+def write_video(path: Path, num_frames: int, fps: int = 30, rotation: int = 0, corner: bool = False) -> None:
+    """A gray-level video with a key frame every 5 frames (so reads must seek and decode on); a
+    `rotation` (degrees counterclockwise) goes in the display matrix, as phones store portrait video;
+    `corner` marks the top left of every frame white, so that a turn shows which way it went."""
     av = pytest.importorskip("av")
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        if rotation:
+            if not hasattr(stream, "set_display_rotation"):
+                pytest.skip("this PyAV cannot write rotation metadata (PyAV >= 14 can)")
+            stream.set_display_rotation(rotation)
         stream.gop_size = 5
         stream.options = {"crf": "10"} if codec == "libx264" else {"qscale": "2"}
         for n in range(1, num_frames + 1):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(gray(n), format="rgb24")):
+            image = gray(n)
+            if corner:
+                image[: HEIGHT // 4, : WIDTH // 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -203,6 +212,23 @@ def test_a_stream_without_duration_is_counted_by_decoding_and_a_corrupt_one_name
         UserError, match=f"cannot decode video file {re.escape(str(tmp_path / f'bad.{fmt}'))}"
     ):
         videos.scan(["bad"])
+
+
+@pytest.mark.parametrize("rotation", [90, 270])
+def test_video_with_rotation_metadata_gives_upright_frames(tmp_path: Path, rotation: int) -> None:
+    """Training reads a phone's sideways-stored portrait video as players, ffmpeg (which extracted
+    AVA's frames) and `evad detect` show it, turned counterclockwise by its rotation."""
+    write_video(tmp_path / "stored.mp4", 12, corner=True)
+    write_video(tmp_path / "turned.mp4", 12, rotation=rotation, corner=True)
+    videos = VideoFiles(tmp_path, "{video}.mp4", fps=30)
+    videos.scan(["stored", "turned"])
+    numbers = np.array([1, 7, 12])
+    stored, turned = videos.read("stored", numbers), videos.read("turned", numbers)
+    assert turned.shape == (3, WIDTH, HEIGHT, 3)
+    np.testing.assert_array_equal(turned, np.rot90(stored, rotation // 90, axes=(1, 2)))
+    # counterclockwise: the stored top-left mark is shown bottom left (90) or top right (270)
+    shown_mark = {90: turned[0, -1, 0], 270: turned[0, 0, -1]}[rotation]
+    assert shown_mark.min() > 200 and turned[0, 0, 0].max() < 200
 
 
 def test_ava_dataset_from_videos_matches_frame_folders(

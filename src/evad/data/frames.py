@@ -2,7 +2,8 @@
 
 Frames are addressed by 1-based frame number n, the number in the file name of frame folders
 (AVA `frames/<video>/<video>_%06d.jpg`, MMAction2 `rawframes/<video>/img_%05d.jpg`, UCF101-24
-`rgb-images/<video>/%05d.jpg`); in a video file, frame n is the one shown at time (n - 1) / fps.
+`rgb-images/<video>/%05d.jpg`); in a video file, frame n is the one shown at time (n - 1) / fps,
+turned upright as players and ffmpeg show it when the file has rotation metadata (`upright_rgb`).
 
 Both sources are scanned once when a dataset is built: every frame folder is listed once (not one
 stat per file) and every video opened once, so missing or unreadable inputs are reported before
@@ -242,6 +243,20 @@ class VideoFiles:
         return _stack([by_number[n] for n in numbers.tolist()], f"video file {path}")
 
 
+def quarter_turns(frame: Any) -> int:
+    """Quarter turns counterclockwise (``np.rot90``'s k) that show a decoded PyAV frame upright: the
+    rotation of its display matrix, which ffmpeg and players apply (a phone's portrait video is
+    stored sideways). PyAV < 14 has no ``VideoFrame.rotation``: its frames are read as stored."""
+    return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+
+
+def upright_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame as ``(H, W, 3)`` RGB, turned upright (`quarter_turns`)."""
+    image = frame.to_ndarray(format="rgb24")
+    turns = quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 class _open:
     """Context manager yielding (container, first video stream); errors become UserError."""
 
@@ -308,11 +323,11 @@ def _collect(
             return None
         while len(out) < len(times) and time >= times[len(out)] - tolerance:
             if previous_rgb is None:
-                previous_rgb = (frame if previous is None else previous).to_ndarray(format="rgb24")
+                previous_rgb = upright_rgb(frame if previous is None else previous)
             out.append(previous_rgb)
         if len(out) == len(times):
             return out
         previous, previous_rgb = frame, None
     if previous is None:
         return None
-    return out + [previous.to_ndarray(format="rgb24")] * (len(times) - len(out))
+    return out + [upright_rgb(previous)] * (len(times) - len(out))

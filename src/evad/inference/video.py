@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evad.data.frames import quarter_turns
 from evad.errors import UserError, outside_stacklevel
 
 TIME_EPS = 1e-6  # seconds; timestamps closer than this are equal
@@ -101,8 +102,7 @@ def _display_quarter_turns(path: Path) -> int:
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(container.streams.video[0]):
-                # PyAV < 14 has no VideoFrame.rotation: its frames are read as stored.
-                return round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4
+                return quarter_turns(frame)
     except (av.FFmpegError, ValueError):
         pass
     return 0
