@@ -28,6 +28,27 @@ def test_fused_attention_is_counted_like_the_explicit_path():
     assert mode.get_total_flops() == counts[1]
 
 
+def test_the_proposals_self_attention_is_counted_on_the_inference_fast_path():
+    # In eval mode without gradients nn.MultiheadAttention runs one fused operator that PyTorch has
+    # no FLOP formula for; the count must not depend on whether that fast path is on.
+    model = create_model("tiny")
+    loc = model.localization
+    q, d, stages = loc.num_queries, loc.init_proposal_features.embedding_dim, len(loc.stages)
+    # in-projection (q x d x 3d), two attention products (2 q^2 d), out-projection (q x d x d)
+    self_attention = stages * (4 * q * d * d + 2 * q * q * d) / 1e9
+    counts = []
+    for enabled in (True, False):
+        previous = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(enabled)
+        try:
+            counts.append(count_flops(model, 64, 0.7).by_module["EVAD.localization"])
+        finally:
+            torch.backends.mha.set_fastpath_enabled(previous)
+        assert torch.backends.mha.get_fastpath_enabled() is previous
+    assert counts[0] == pytest.approx(counts[1])
+    assert counts[0] > self_attention
+
+
 @pytest.mark.parametrize("keep_rate", [1.0, 0.7])
 def test_vit_b_224_matches_the_paper(keep_rate):
     report = count_flops(create_model("vit-b"), 224, keep_rate)

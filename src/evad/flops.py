@@ -3,8 +3,11 @@
 Counting uses PyTorch's own `torch.utils.flop_counter`, which counts matrix products and
 convolutions (2 per multiply-add; we halve). Attention products are counted whether the explicit
 path or a fused kernel computes them: PyTorch has no formula for the CPU flash kernel, so we add
-one built on its own `sdpa_flop_count`. Like fvcore's defaults used for the paper, normalisation,
-activations, interpolation and RoIAlign's bilinear sampling are not counted.
+one built on its own `sdpa_flop_count`. `nn.MultiheadAttention` (the localization head's
+self-attention among proposals) runs its plain path while counted: its inference fast path is one
+fused operator (``_native_multi_head_attention``) that PyTorch has no formula for, so its
+projections and attention products went uncounted. Like fvcore's defaults used for the paper,
+normalisation, activations, interpolation and RoIAlign's bilinear sampling are not counted.
 """
 
 from __future__ import annotations
@@ -68,15 +71,18 @@ def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | 
     frames = model.backbone.num_frames
     clip = torch.zeros(1, 3, frames, img_size, img_size, device=next(model.parameters()).device)
     was_training = model.training
+    mha_fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
     try:
         # RoIAlign by gathering: its arithmetic is elementwise and so uncounted, as in fvcore (the
         # matmul method computes the same values with counted matrix products). Pruning layers score
         # by explicit attention rows on every device, so that the count does not depend on it.
         counter = FlopCounterMode(display=False, custom_mapping=_custom_formulas())
+        torch.backends.mha.set_fastpath_enabled(False)
         with pure_pytorch_method("gather"), scoring_method("blockwise"), counter:
             out = model(clip, keep_rate=keep_rate)
     finally:
+        torch.backends.mha.set_fastpath_enabled(mha_fastpath)
         model.train(was_training)
     counts = counter.get_flop_counts()
     total = sum(counts["Global"].values()) / 2
