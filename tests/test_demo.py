@@ -61,6 +61,23 @@ def test_a_folder_with_other_files_is_never_used(tmp_path: Path, capsys) -> None
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_results_of_another_run_are_replaced_only_with_overwrite(tmp_path: Path, capsys) -> None:
+    # A folder holding a `train/` run (the user's own, or an unfinished demo's) and no report.json
+    # is no finished demo, but the demo would delete that run: only with --overwrite.
+    out = tmp_path / "work"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "last.pt").write_text("hours of training")
+    assert main(["demo", "--out", str(out), *TOY]) == 2
+    assert "train, which the demo would replace; pass --overwrite" in capsys.readouterr().err
+    # With --overwrite, a bad world setting is refused before anything is deleted.
+    assert main(["demo", "--out", str(out), "--overwrite", *TOY, "--videos", "1"]) == 2
+    assert "num_videos (--videos) must be at least 2" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--overwrite", *TOY, "--seconds", "2"]) == 2
+    assert "too short for one 64-frame clip window" in capsys.readouterr().err
+    assert (out / "train" / "last.pt").read_text() == "hours of training"
+    assert sorted(p.name for p in out.iterdir()) == ["train"]
+
+
 def test_a_mistyped_override_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo-output"
     assert main(["demo", "--out", str(out), *TOY, "train.epochz=3"]) == 2

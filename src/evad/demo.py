@@ -12,8 +12,9 @@
 5. `OUT/report.json` and a self-contained `OUT/report.html` (annotated clip, per-class AP chart,
    loss curve, kept-token picture).
 
-The output folder is the demo's own: a folder holding a finished demo is replaced only with
-`overwrite`, and a non-empty folder that is not a demo's is never touched.
+The output folder is the demo's own: results already there (a finished demo's, an interrupted one's,
+or a `train/` run of the user's) are replaced only with `overwrite`, and a non-empty folder holding
+other files is never touched.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from evad.errors import UserError
 from evad.fileio import folder_entries, make_dirs, write_atomically, write_json_atomically
+
+if TYPE_CHECKING:
+    from evad.data.synthetic import SynthConfig
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -97,18 +101,33 @@ def check_output(out: Path, overwrite: bool) -> None:
         )
     if REPORT_JSON in entries and not overwrite:
         raise UserError(f"{out}: holds a finished demo; pass --overwrite to run it again")
+    # The data is reused or regenerated (`evad data synth`'s own rules); anything else of these
+    # names (an unfinished demo's, or the user's own `train/` run) is deleted: only with overwrite.
+    replaced = sorted(entries & set(DEMO_OUTPUTS) - {"data"})
+    if replaced and not overwrite:
+        raise UserError(
+            f"{out}: holds {', '.join(replaced[:3])}, which the demo would replace; "
+            "pass --overwrite to replace them or choose another --out"
+        )
 
 
-def _prepare_data(settings: DemoSettings) -> Path:
-    from evad.data.synthetic import SynthConfig, generate
+def _world(settings: DemoSettings) -> SynthConfig:
+    """The synthetic world of the demo's data (`evad.data.synthetic.SynthConfig`)."""
+    from evad.data.synthetic import SynthConfig
 
-    root = settings.out / "data"
-    world = SynthConfig(
+    return SynthConfig(
         seconds=settings.seconds,
         actor_height=tuple(settings.actor_height),
         max_actors=settings.max_actors,
         background_shapes=tuple(settings.background_shapes),
     )
+
+
+def _prepare_data(settings: DemoSettings) -> Path:
+    from evad.data.synthetic import generate
+
+    root = settings.out / "data"
+    world = _world(settings)
     wanted = {"num_videos": settings.videos, "seed": settings.seed, "config": asdict(world)}
     meta = root / "synth.json"
     if meta.is_file():
@@ -205,6 +224,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from evad.config import load_config
     from evad.data.build import build_dataset
     from evad.data.collate import collate
+    from evad.data.synthetic.writer import check_settings
     from evad.engine.distributed import resolve_device
     from evad.engine.train import train
     from evad.inference.detect import detect_video
@@ -225,6 +245,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     overrides = [f"data.root={out / 'data'}", f"output_dir={out / 'train'}", *settings.overrides]
     config = load_config(packaged_config("synthetic_tiny.yaml"), overrides)
     device = resolve_device(config.train.device)  # no CUDA for train.device=cuda: say so now
+    check_settings(_world(settings), settings.videos, settings.seed)  # --videos 1: before deleting
     for name in DEMO_OUTPUTS:  # a finished demo being replaced: its results go, its data stays
         if name != "data" and (out / name).exists():
             shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()

@@ -80,10 +80,7 @@ def generate(
         if isinstance(size, str) or len(size) != 2:  # "64" would be read as 6 x 4
             raise UserError(f"size must be (height, width), got {size!r}")
         cfg = replace(cfg, size=(int(size[0]), int(size[1])))
-    for name, value in (("num_videos", num_videos), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-            raise UserError(f"{name} must be a whole number >= 0, got {value!r}")
-    _validate(cfg, num_videos)
+    check_settings(cfg, num_videos, seed)
     out = Path(out_dir)
     _check_output(out, overwrite)
     make_dirs(out.parent)
@@ -123,7 +120,11 @@ def _remove_dead_partials(out: Path) -> None:
             pass  # another user's live process, or not a pid
 
 
-def _validate(cfg: SynthConfig, num_videos: int) -> None:
+def check_settings(cfg: SynthConfig, num_videos: int, seed: int = 0) -> None:
+    """Raise UserError for settings `generate` refuses (`evad demo` checks before it replaces anything)."""
+    for name, value in (("num_videos", num_videos), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise UserError(f"{name} must be a whole number >= 0, got {value!r}")
     height, width = cfg.size
     if num_videos < 2:
         raise UserError(
