@@ -245,6 +245,22 @@ def test_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty", "old"]
 
 
+def test_a_symbolic_link_to_a_folder_stays_and_the_folder_gets_the_dataset(tmp_path: Path) -> None:
+    # data/synth -> a folder on a bigger disk: an empty one, an earlier dataset, one not made yet.
+    # The dataset was written, then removing the old folder raised "Cannot call rmtree on a
+    # symbolic link".
+    for target in (tmp_path / "big", tmp_path / "later"):
+        link = tmp_path / f"to-{target.name}"
+        link.symlink_to(target, target_is_directory=True)
+        if target.name == "big":
+            target.mkdir()
+        for seed in (1, 2):
+            summary = generate(link, 2, seed=seed, config=TINY, overwrite=seed == 2, progress=False)
+            assert summary.out_dir == link and link.is_symlink()
+            assert json.loads((target / "synth.json").read_text())["seed"] == seed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_overwrite_keeps_a_dataset_folder_that_holds_other_files(tmp_path: Path) -> None:
     """--overwrite replaces the folder whole: it refuses when the user keeps anything else there."""
     out = tmp_path / "synth"

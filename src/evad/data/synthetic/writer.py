@@ -83,21 +83,23 @@ def generate(
     check_settings(cfg, num_videos, seed)
     out = Path(out_dir)
     _check_output(out, overwrite)
-    make_dirs(out.parent)
+    # A symbolic link (data/synth -> a folder on a bigger disk) stays; the folder it names is written.
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    make_dirs(target.parent)
     # Build next to the target and rename at the end: an interrupted run leaves only a hidden
     # `.NAME.partial-*` folder, never something that looks like a finished dataset. A killed run's
     # folder (its process is gone) is removed here.
-    _remove_dead_partials(out)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}-{time.time_ns()}"
+    _remove_dead_partials(target)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{time.time_ns()}"
     try:
         partial.mkdir()
     except OSError as err:
-        raise UserError(f"{out}: cannot write in {out.parent}: {err.strerror or err}") from None
+        raise UserError(f"{out}: cannot write in {target.parent}: {err.strerror or err}") from None
     try:
         summary = _write_dataset(partial, cfg, num_videos, seed, progress)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
