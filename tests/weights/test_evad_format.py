@@ -89,6 +89,19 @@ def test_convert_writes_safetensors_and_config(tmp_path, best_pt, capsys):
     assert "predicts 3 classes" in capsys.readouterr().err
 
 
+def test_convert_into_a_symbolic_link_writes_the_folder_it_names(tmp_path, best_pt):
+    # weights -> a folder on another disk: the link stays and the folder gets the files (the link
+    # was replaced by a new folder and kept as a hidden `.weights.*.tmp.old` link).
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "weights"
+    link.symlink_to(tmp_path / "disk", target_is_directory=True)
+    assert main(["convert", str(best_pt), str(link), "--overwrite"]) == 0
+    assert main(["convert", str(best_pt), str(link), "--overwrite"]) == 0
+    assert link.is_symlink()
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "disk", "weights"]
+
+
 def test_interrupted_write_leaves_the_old_folder(tmp_path, best_pt, monkeypatch):
     import safetensors.torch
 

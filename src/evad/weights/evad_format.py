@@ -245,12 +245,15 @@ def save_weights(
 
     dst = Path(dst)
     check_destination(dst, overwrite)
+    # A symbolic link to a folder stays; the folder it names is replaced (renaming the link aside
+    # put a real folder in its place and left the link behind as a hidden `.tmp.old` file).
+    target = Path(os.path.realpath(dst)) if dst.is_symlink() else dst
     try:
-        make_dirs(dst.parent)
-        tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+        make_dirs(target.parent)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     except OSError as err:
         raise UserError(f"{dst}: cannot write: {err.strerror or err}") from None
-    old = dst.parent / f"{tmp.name}.old"
+    old = target.parent / f"{tmp.name}.old"
     try:
         save_file(_contiguous_unshared(tensors), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -259,14 +262,14 @@ def save_weights(
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes a private folder
         for file in tmp.iterdir():
             os.chmod(file, 0o666 & ~umask)
-        if dst.exists():
-            os.replace(dst, old)
-        os.replace(tmp, dst)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
     except OSError as err:
         raise UserError(f"{dst}: cannot write: {err.strerror or err}") from None
     finally:
-        if old.exists() and not dst.exists():  # interrupted between the two renames
-            os.replace(old, dst)
+        if old.exists() and not target.exists():  # interrupted between the two renames
+            os.replace(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return dst
