@@ -261,6 +261,22 @@ def test_a_symbolic_link_to_a_folder_stays_and_the_folder_gets_the_dataset(tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_the_current_folder_is_refused_before_any_work(tmp_path: Path, monkeypatch, capsys) -> None:
+    # `mkdir synth && cd synth && evad data synth --out .`: the dataset was generated, then
+    # replacing "." deleted it again and failed with a traceback (rmtree of ".").
+    empty = tmp_path / "synth"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert main(["data", "synth", "--out", ".", "--videos", "2", "--no-progress"]) == 2
+    assert "evad: error: .: is the current folder or holds it" in capsys.readouterr().err
+    generate(tmp_path / "old", 2, seed=1, config=TINY, progress=False)
+    monkeypatch.chdir(tmp_path / "old" / "annotations")
+    with pytest.raises(UserError, match=r"old: is the current folder or holds it"):
+        generate(tmp_path / "old", 2, seed=2, config=TINY, overwrite=True, progress=False)
+    assert json.loads((tmp_path / "old" / "synth.json").read_text())["seed"] == 1
+    assert list(empty.iterdir()) == []
+
+
 def test_overwrite_keeps_a_dataset_folder_that_holds_other_files(tmp_path: Path) -> None:
     """--overwrite replaces the folder whole: it refuses when the user keeps anything else there."""
     out = tmp_path / "synth"

@@ -85,6 +85,11 @@ def generate(
     _check_output(out, overwrite)
     # A symbolic link (data/synth -> a folder on a bigger disk) stays; the folder it names is written.
     target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    if Path.cwd().resolve().is_relative_to(os.path.realpath(out)):  # `--out .`: rmtree(".") failed
+        raise UserError(
+            f"{out}: is the current folder or holds it, and the dataset replaces --out whole; "
+            "give a folder below it (--out synth)"
+        )
     make_dirs(target.parent)
     # Build next to the target and rename at the end: an interrupted run leaves only a hidden
     # `.NAME.partial-*` folder, never something that looks like a finished dataset. A killed run's
