@@ -98,6 +98,28 @@ def test_output_files_are_checked_before_any_work(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "in.csv", "old.json"]  # nothing made
 
 
+def test_an_atomic_write_through_a_symbolic_link_replaces_the_file_it_names(tmp_path):
+    """`--json results/metrics.json`, a link to a file kept elsewhere: the link stays and the file it
+    names gets the result (renaming the temporary over the link replaced it with a plain file)."""
+    (tmp_path / "store").mkdir()
+    kept = tmp_path / "store" / "metrics.json"
+    kept.write_text("{}")
+    link = tmp_path / "metrics.json"
+    link.symlink_to(kept)
+    write_json_atomically(link, {"mAP": 0.5})
+    assert link.is_symlink() and link.resolve() == kept.resolve()
+    assert '"mAP": 0.5' in kept.read_text()
+    dangling = tmp_path / "new.json"
+    dangling.symlink_to(tmp_path / "store" / "new.json")  # a link made before its file
+    write_json_atomically(dangling, [1])
+    assert dangling.is_symlink() and (tmp_path / "store" / "new.json").read_text().startswith("[")
+    assert remove_stale_temporaries(link) == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "metrics.json",
+        "new.json",
+        "store",
+    ]
+
+
 def test_an_atomic_write_where_no_folder_is_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"m\.json: cannot write: No such file or directory"):
         write_json_atomically(tmp_path / "missing" / "m.json", {})

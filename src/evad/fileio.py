@@ -85,11 +85,12 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
     The rename is atomic on one file system, so readers see either the old file or the whole new one.
     The file's data reach the disk before the rename, so a machine that crashes right after it
     does not leave an empty `path` behind. An OSError becomes a one-line UserError naming `path`;
-    the temporary file never survives.
+    the temporary file never survives. A symbolic link stays: the file it names is replaced.
     """
     path = Path(path)
+    target = link_target(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as err:  # no such folder, no permission, a read-only file system
         raise UserError(f"{path}: cannot write: {err.strerror or err}") from None
     os.close(fd)
@@ -100,7 +101,7 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; results should be readable like any other
         with open(tmp, "rb+") as file:
             os.fsync(file.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"{path}: cannot write: {err.strerror or err}") from err
@@ -109,13 +110,19 @@ def write_atomically(path: str | Path, write: Callable[[str], None]) -> None:
         raise
 
 
+def link_target(path: Path) -> Path:
+    """The file a symbolic link names (renaming a temporary over the link would replace the link
+    with a plain file); any other path as it is."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
 def remove_stale_temporaries(path: str | Path) -> int:
     """Delete the temporary files that `write_atomically(path, ...)` calls left behind when their
     process was killed mid-write (nothing else names files so); return how many there were.
 
     Call it only where no other process may be writing `path` at the same time.
     """
-    path = Path(path)
+    path = link_target(Path(path))
     stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
     for tmp in stale:
         tmp.unlink(missing_ok=True)

@@ -36,7 +36,7 @@ from typing import Any
 from torch import Tensor
 
 from evad.errors import UserError
-from evad.fileio import folder_entries, make_dirs
+from evad.fileio import folder_entries, link_target, make_dirs
 from evad.models.factory import PRESETS, ModelConfig
 from evad.weights.reading import CONFIG_FILE, EVAD_FORMAT, Checkpoint, train_output_files
 
@@ -247,7 +247,7 @@ def save_weights(
     check_destination(dst, overwrite)
     # A symbolic link to a folder stays; the folder it names is replaced (renaming the link aside
     # put a real folder in its place and left the link behind as a hidden `.tmp.old` file).
-    target = Path(os.path.realpath(dst)) if dst.is_symlink() else dst
+    target = link_target(dst)
     try:
         make_dirs(target.parent)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))

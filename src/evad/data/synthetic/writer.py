@@ -22,7 +22,7 @@ from evad.data.synthetic.render import render_frames
 from evad.data.synthetic.scene import SynthVideo, simulate_video
 from evad.errors import UserError
 from evad.evaluation.ava.io import write_labelmap
-from evad.fileio import folder_entries, make_dirs
+from evad.fileio import folder_entries, link_target, make_dirs
 
 # ----------------------------------------------------------------------------------------------
 # Writing the dataset
@@ -84,7 +84,7 @@ def generate(
     out = Path(out_dir)
     _check_output(out, overwrite)
     # A symbolic link (data/synth -> a folder on a bigger disk) stays; the folder it names is written.
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    target = link_target(out)
     if Path.cwd().resolve().is_relative_to(os.path.realpath(out)):  # `--out .`: rmtree(".") failed
         raise UserError(
             f"{out}: is the current folder or holds it, and the dataset replaces --out whole; "
