@@ -350,6 +350,10 @@ def test_cli_video_min_side_sets_the_annotated_size(make_video, tmp_path, capsys
     with pytest.raises(SystemExit):
         _cli([*common, "--video-min-side", "-1"])
     assert "--video-min-side: must be >= 0, got -1" in capsys.readouterr().err
+    # far past 8K: OpenCV ran out of memory drawing the first frame, with a traceback
+    with pytest.raises(UserError, match=r"a\.mp4: video_min_side must be in \[0, 4320\], got 100000"):
+        _cli([*common, "--out", str(tmp_path / "huge"), "--video-min-side", "100000"])
+    assert not (tmp_path / "huge").exists()
 
 
 def test_cli_warnings_are_one_line_each(make_video, tmp_path, capsys):

@@ -47,6 +47,11 @@ def has_libx264() -> bool:
     return True
 
 
+# The largest short side the annotated video may be asked for (8K video's); far larger asks ended in
+# OpenCV's out-of-memory error.
+MAX_VIDEO_MIN_SIDE = 4320
+
+
 def annotation_scale(height: int, width: int, min_side: int) -> int:
     """Smallest whole factor that enlarges a `height` x `width` frame to a short side of at least
     `min_side` pixels (1 if it already has it, or `min_side` is 0)."""

@@ -31,7 +31,7 @@ from torch import nn
 from evad.data.collate import batched
 from evad.errors import UserError
 from evad.fileio import make_dirs
-from evad.inference.annotate import annotation_scale, write_annotated
+from evad.inference.annotate import MAX_VIDEO_MIN_SIDE, annotation_scale, write_annotated
 from evad.inference.clips import ClipSampler
 from evad.inference.preprocess import clips_to_batch, frame_resizer
 from evad.inference.results import (
@@ -180,8 +180,8 @@ def detect_video(
         raise ValueError(f"{len(class_names)} class names for {len(class_ids)} class ids")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if video_min_side < 0:
-        raise ValueError(f"video_min_side must be >= 0, got {video_min_side}")
+    if not 0 <= video_min_side <= MAX_VIDEO_MIN_SIDE:
+        raise ValueError(f"video_min_side must be in [0, {MAX_VIDEO_MIN_SIDE}], got {video_min_side}")
     if keep_rate is not None:
         check_keep_rate(keep_rate)
     if not 0.0 <= action_threshold <= 1.0:
