@@ -66,6 +66,28 @@ def test_a_preset_has_random_weights_and_numbered_classes():
             load_detector(checkpoint, num_classes=3)
 
 
+def test_a_loaded_detector_is_in_eval_mode_so_its_outputs_repeat(tmp_path):
+    """A trained ViT-B has drop-path 0.1: a model left in training mode gave other outputs at every
+    call of `loaded.model(clips)`."""
+    from evad.config import config_from_dict
+    from evad.engine.checkpoint import model_state, save_checkpoint
+
+    model = {"preset": "tiny", "drop_path_rate": 0.5, "decoder_drop_path": 0.5}
+    config = config_from_dict({"model": model, "data": {"test_short_side": 64}}, "test")
+    net = evad.create_model("tiny", num_classes=2, drop_path_rate=0.5, decoder_drop_path=0.5)
+    dataset = {"num_classes": 2, "class_ids": [4, 9], "class_names": ["walk", "turn around"]}
+    save_checkpoint(
+        tmp_path / "best.pt", {"model": model_state(net), "config": config.to_dict(), "dataset": dataset}
+    )
+    clips = torch.randn(1, 3, 16, 64, 64)
+    for loaded in (load_detector(tmp_path / "best.pt"), load_detector(preset="tiny", num_classes=2)):
+        assert not loaded.model.training
+    loaded = load_detector(tmp_path / "best.pt")
+    with torch.no_grad():
+        first, second = (loaded.model(clips)["action_logits"] for _ in range(2))
+    assert torch.equal(first, second)
+
+
 def test_without_a_source_the_packaged_model_is_loaded_if_installed(tmp_path, monkeypatch):
     assert packaged_checkpoint().name == "synthetic_tiny"
     monkeypatch.setattr(pretrained, "packaged_checkpoint", lambda: tmp_path / "missing.pt")

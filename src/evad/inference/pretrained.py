@@ -37,7 +37,7 @@ class LoadedModel:
     """A detector ready to run, with what it needs to be run right.
 
     Attributes:
-        model: The detector.
+        model: The detector, in eval mode (no drop-path: runs repeat exactly).
         class_ids: AVA id of each action output.
         class_names: Name of each action output.
         inputs: How clips are resized, sampled and normalised for it.
@@ -100,6 +100,9 @@ def load_detector(
             must name exactly those ids).
         short_side: Input short side; the checkpoint's test size (or 256) if None.
 
+    Returns:
+        The detector in eval mode, with its classes and input settings.
+
     Raises:
         UserError: For an unreadable checkpoint, an unknown preset, no packaged model installed, or a
             label map that does not name a checkpoint's class ids.
@@ -119,12 +122,14 @@ def load_detector(
                 f"no packaged model is installed ({checkpoint} is missing); pass --checkpoint or --model"
             )
     if checkpoint is not None:
-        return _load_checkpoint(Path(checkpoint), labelmap, short_side)
+        loaded = _load_checkpoint(Path(checkpoint), labelmap, short_side)
+        loaded.model.eval()  # for inference: drop-path (0.1 in ViT-B) would make outputs random
+        return loaded
     from evad.models import create_model
 
     class_ids, class_names = class_list(labelmap, num_classes)
     try:
-        model = create_model(preset, num_classes=len(class_ids))
+        model = create_model(preset, num_classes=len(class_ids)).eval()
     except ValueError as err:
         raise UserError(str(err)) from None
     inputs = InputSettings(short_side=short_side or InputSettings.short_side)
