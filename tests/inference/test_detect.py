@@ -92,6 +92,20 @@ def test_a_loaded_model_detects_with_its_own_settings(model, video, tmp_path):
     assert higher.num_detections == 0  # an option overrides the model's setting
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_cast_to_half_precision_detects(model, video, tmp_path, dtype):
+    """detect_video makes its clips in the model's dtype: after model.half() it failed with
+    'clips must be normalised floats in the model's dtype torch.float16, got torch.float32'."""
+    import copy
+
+    half = copy.deepcopy(model).to(dtype)
+    result = _detect(half, video, tmp_path / "half")
+    assert result.num_detections == 3 * 10  # threshold 0: every proposal
+    assert all(
+        kf.boxes.dtype == np.float32 and kf.action_scores.dtype == np.float32 for kf in result.keyframes
+    )
+
+
 def test_boxes_are_drawn_and_held_until_the_next_keyframe(model, video, tmp_path):
     result = _detect(model, video, tmp_path / "out", stride=20)
     assert [k.frame for k in result.keyframes] == [0, 20, 40, 60]

@@ -80,9 +80,11 @@ def _run_model(
         results: list[KeyframeResult] = []
         total = _expected_keyframes(info, sampler.rate, sampler.stride)
         bar = tqdm(total=total, desc=f"detect {path.name}", unit="keyframe", disable=not progress)
+        # A model cast to float16 / bfloat16 (model.half()) takes clips of its own dtype.
+        dtype = model.backbone.patch_embed.proj.weight.dtype
         with bar:
             for batch in batched(sampler.clips(reader.frames(resize)), batch_size):
-                clips = clips_to_batch(batch, mean, std, device=device)
+                clips = clips_to_batch(batch, mean, std, device=device).to(dtype)
                 sizes = torch.tensor([[h, w]] * len(batch), device=device)
                 outputs = model(clips, image_sizes=sizes, keep_rate=keep_rate)
                 if outputs["action_logits"].shape[-1] != num_classes:
@@ -133,7 +135,8 @@ def detect_video(
 ) -> DetectResult:
     """Detect actors and their actions on the keyframes of a video file and write the results.
 
-    The model is put in eval mode and moved to `device`. Clips are 16 (the backbone's
+    The model is put in eval mode and moved to `device`; clips are made in its dtype (float32, or
+    float16 / bfloat16 after ``model.half()`` / ``model.bfloat16()``). Clips are 16 (the backbone's
     `num_frames`) frames at stride `sampling_rate` around each keyframe, counted at `clip_fps`
     whatever the video's frame rate (clip frame i is the frame shown (i - 8) * sampling_rate /
     clip_fps seconds from the keyframe), resized so the short side is `short_side` (long side at
