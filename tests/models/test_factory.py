@@ -28,3 +28,13 @@ def test_a_name_that_is_not_a_preset_name_is_named(name):
 def test_zero_sizes_are_named_not_divided_by(overrides, message):
     with pytest.raises(ValueError, match=message):
         evad.create_model("tiny", num_classes=3, **overrides)
+
+
+def test_loss_weights_given_in_part_replace_only_those_terms():
+    """As in a config file (model.loss_weights.ce=1); a partial dict ended in KeyError: 'bbox' when
+    the criterion was built."""
+    config = evad.get_config("vit-l", num_classes=3, loss_weights={"ce": 1.0})
+    assert config.loss_weights == {"ce": 1.0, "bbox": 5.0, "giou": 2.0, "action": 6.0}  # vit-l's action 6
+    assert evad.build_criterion(config).weight_dict["loss_ce"] == 1.0
+    with pytest.raises(ValueError, match=r"unknown loss_weights term\(s\) \['actoin'\]; accepted: ce, bbox"):
+        evad.get_config("tiny", loss_weights={"actoin": 4.0})

@@ -152,6 +152,15 @@ def get_config(name: str, num_classes: int = 80, **overrides) -> ModelConfig:
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown model option(s) {unknown}; accepted: {', '.join(sorted(fields))}")
+    if "loss_weights" in overrides:  # the terms given replace the preset's, as in a config file
+        preset_weights = PRESETS[name].loss_weights
+        given = dict(overrides["loss_weights"])
+        if set(given) - set(preset_weights):
+            raise ValueError(
+                f"unknown loss_weights term(s) {sorted(set(given) - set(preset_weights))}; "
+                f"accepted: {', '.join(preset_weights)}"
+            )
+        overrides["loss_weights"] = {**preset_weights, **given}
     return dataclasses.replace(PRESETS[name], num_classes=num_classes, **overrides)
 
 
