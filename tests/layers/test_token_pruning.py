@@ -90,3 +90,13 @@ def test_official_order_sorts_only_non_keyframe_indices():
 def test_keep_rate_outside_range_is_rejected(bad):
     with pytest.raises(ValueError, match="keep_rate"):
         check_keep_rate(bad)
+
+
+def test_keep_rate_takes_numpy_scalars():
+    """np.float32(0.7) (from a NumPy sweep or array) was refused as 'not a number'."""
+    import numpy as np
+
+    assert check_keep_rate(np.float32(0.5)) == 0.5 and isinstance(check_keep_rate(np.float32(0.5)), float)
+    assert check_keep_rate(np.int64(1)) == 1.0
+    with pytest.raises(ValueError, match="keep_rate must be in"):
+        check_keep_rate(np.float32(1.5))

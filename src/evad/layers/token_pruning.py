@@ -9,6 +9,7 @@ positions into it; the caller carries the global (t, h, w) index of each token a
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -18,7 +19,8 @@ PRUNING_STRATEGIES = ("attention", "random", "cls", "unified")
 
 def check_keep_rate(keep_rate: float) -> float:
     """Return `keep_rate` as float, or raise ValueError if it is outside (0, 1]."""
-    if isinstance(keep_rate, bool) or not isinstance(keep_rate, (int, float)):
+    # numbers.Real also takes NumPy scalars (np.float32(0.7) from a config array or a sweep)
+    if isinstance(keep_rate, bool) or not isinstance(keep_rate, numbers.Real):
         raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}")
     if not 0.0 < keep_rate <= 1.0:
         raise ValueError(f"keep_rate must be in (0, 1], got {keep_rate}")
