@@ -177,6 +177,21 @@ def test_an_earlier_runs_files_are_never_replaced_by_accident(tmp_path):
     assert result["global_step"] == 8  # the rest of the cut first epoch, then the second one
 
 
+def test_a_checkpoint_resumed_into_a_new_folder_writes_best_pt_there(tmp_path, monkeypatch):
+    # The other folder's best frame-mAP (0.5) belongs to its own best.pt: the new folder's first
+    # evaluation (0.25) writes best.pt there, else the new folder never had one.
+    scores = iter([0.5, 0.25])
+    monkeypatch.setattr(engine, "evaluate", lambda *args, **kwargs: {"frame_mAP": next(scores)})
+    other = tmp_path / "other"
+    train(make_config(other, "train.epochs=1"), data=make_data(tmp_path), progress=False)
+    new = tmp_path / "new"
+    result = train(make_config(new), resume=str(other / "last.pt"), data=make_data(tmp_path), progress=False)
+    assert result["best_metric"] == 0.25
+    assert ckpt.load_checkpoint(new / "best.pt")["metrics"]["frame_mAP"] == 0.25
+    assert ckpt.load_checkpoint(new / "last.pt")["best_metric"] == 0.25
+    assert ckpt.load_checkpoint(other / "best.pt")["metrics"]["frame_mAP"] == 0.5
+
+
 def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
     out = tmp_path / "run"
     train(make_config(out, "train.epochs=1"), data=make_data(), progress=False)

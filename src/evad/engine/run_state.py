@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from evad.config import Config
+from evad.engine import checkpoint as ckpt
 from evad.engine import distributed, snapshots
 from evad.engine.evaluate import build_val_data, make_model, make_postprocess
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
@@ -178,6 +179,17 @@ def start_run(
             model, device_ids=[info.local_rank] if device.type == "cuda" else None
         )
 
+    best = resumed.best
+    if best is not None and info.is_main and not (out_dir / ckpt.BEST).exists():
+        # A checkpoint resumed into a new folder: its best frame-mAP is that of a best.pt in the
+        # folder it came from, so no evaluation here would write best.pt unless it did better.
+        log_info(
+            f"{out_dir} holds no {ckpt.BEST}: the best frame-mAP of {source} ({100 * best:.2f}) is "
+            f"not this folder's, and the next evaluation writes {out_dir / ckpt.BEST}"
+        )
+        best = None
+    if state is not None:
+        best = distributed.broadcast_object(best)
     if info.is_main:
         prepare_output_dir(out_dir, config, clear)
     distributed.barrier()
@@ -197,7 +209,7 @@ def start_run(
         log=run_log,
         dataset=snapshots.dataset_info(data.train_set),
         global_step=resumed.global_step,
-        best=resumed.best,
+        best=best,
         point=resumed.point,
     )
     return run, resumed
