@@ -114,6 +114,21 @@ def test_a_relative_data_root_is_stored_absolute(tmp_path, config_file, tiny_dat
     assert roots == [str(tmp_path / "synth")]
 
 
+def test_eval_refuses_an_out_folder_it_cannot_make_before_the_inference(
+    tmp_path, config_file, tiny_data, monkeypatch, capsys
+):
+    assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=1"]) == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    ran = []
+    monkeypatch.setattr(eval_checkpoint_module, "evaluate", lambda *args, **kwargs: ran.append(1))
+    for out in (run / "config.yaml", run / "config.yaml" / "e"):  # a file in the way
+        assert main(["eval", "--checkpoint", str(run / "best.pt"), "--no-progress", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{run / 'config.yaml'} is not a folder" in err
+    assert not ran  # refused before the hour of inference that AVA's validation set takes
+
+
 def test_cli_errors_are_one_line(tmp_path, config_file, capsys):
     assert main(["train", "--config", str(config_file), "train.epohcs=2"]) == 2
     err = capsys.readouterr().err.strip()

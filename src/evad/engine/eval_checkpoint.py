@@ -24,6 +24,7 @@ from evad.engine.evaluate import (
     make_postprocess,
 )
 from evad.errors import UserError, raised_alike_by_every_process
+from evad.fileio import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -144,4 +145,7 @@ def _checkpoint_settings(
             f"{out_dir} already holds {' and '.join(existing)}; pass --overwrite to replace them or --out "
             "elsewhere"
         )
+    # Before the inference, which can take an hour: a file in the way of the folder, or a folder
+    # that cannot be written in, would otherwise fail only when the results are written.
+    check_output_file(out_dir / METRICS_JSON, overwrite=True, create_folders=True)
     return state, config, keep_rate, out_dir
