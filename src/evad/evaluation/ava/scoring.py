@@ -210,7 +210,8 @@ def score_detections(gt: GroundTruth, det: AvaTable, cap: int, input_order: bool
 
 
 def _mean_ap(per_class: Mapping[int, float], largest_id: int) -> float:
-    if largest_id > 100_000 or min(per_class) < 1:  # ids below 1 (a label map given as a dict) index no array
+    # ids below 1 (a label map given as a dict) index no array
+    if largest_id > 100_000 or min(per_class, default=1) < 1:
         return float(np.mean(list(per_class.values())))
     # The same summation as the official NaN-skipping mean over an array indexed by class id.
     padded = np.full(largest_id, np.nan)
