@@ -207,6 +207,18 @@ def test_resuming_refuses_optimizer_settings_it_would_ignore(tmp_path, caplog):
     assert load_config(out / "config.yaml").train.epochs == 2
 
 
+def test_resuming_a_finished_run_with_fewer_epochs_is_refused(tmp_path, caplog):
+    # It would train nothing, and config.yaml would then claim fewer epochs than were trained.
+    out = tmp_path / "run"
+    train(make_config(out, "train.epochs=2"), data=make_data(), progress=False)
+    with pytest.raises(UserError, match=r"trained 2 epochs, more than train.epochs=1; pass train.epochs=2"):
+        train(make_config(out, "train.epochs=1"), resume="auto", data=make_data(), progress=False)
+    assert load_config(out / "config.yaml").train.epochs == 2
+    with caplog.at_level(logging.INFO, logger="evad"):
+        result = train(make_config(out, "train.epochs=2"), resume="auto", data=make_data(), progress=False)
+    assert result["global_step"] == 8 and "has trained all its 2 epochs" in caplog.text
+
+
 def test_resuming_with_other_steps_per_epoch_goes_on_at_the_same_point_of_the_schedule(tmp_path, caplog):
     """2 of 4 epochs done at 4 steps an epoch, then resumed where an epoch is 2 steps (another
     batch size or number of processes): the rest goes on at step 4 of 8, half-way through the

@@ -154,6 +154,14 @@ def check_resumed_settings(state: dict[str, Any], config: Config, source: Path) 
                 f"optimizer keeps the run's value; resume without changing it, or start a new run "
                 f"from these weights with model.pretrained={source}"
             )
+    done, epochs = int(state.get("epoch", 0)), config.train.epochs
+    if done > epochs:
+        raise UserError(
+            f"{source}: the run has trained {done} epochs, more than train.epochs={epochs}; "
+            f"pass train.epochs={done} or more to resume it"
+        )
+    if done == epochs:
+        log_info(f"{source}: the run has trained all its {epochs} epochs; raise train.epochs to train on")
     changed = [
         f"{key} {stored[key]} -> {value}"
         for key, value in current.items()
