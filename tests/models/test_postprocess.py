@@ -15,17 +15,19 @@ def _outputs(batch: int = 1) -> dict:
     }
 
 
-@pytest.mark.parametrize("threshold", ["0.5", None, 1.5, float("nan")])
+@pytest.mark.parametrize("threshold", ["0.5", None, 1.5, float("nan"), True])
 def test_a_threshold_that_is_not_a_probability_is_named(threshold):
     with pytest.raises(ValueError, match="person_threshold must be in"):
         evad.PostProcess(person_threshold=threshold)
 
 
 @pytest.mark.parametrize(
-    "target_sizes", [[[100, 200, 3]], [100, 200], [[100, 200], [50, 60]], [[-10, 200]], [[0, 200]]]
+    "target_sizes",
+    [[[100, 200, 3]], [100, 200], [[100, 200], [50, 60]], [[-10, 200]], [[0, 200]], [[100.5, 200]]],
 )
 def test_target_sizes_of_another_shape_or_not_positive_are_named(target_sizes):
-    """They ended in an unpacking or index error, or (negative) gave boxes at negative pixels."""
+    """They ended in an unpacking or index error, gave boxes at negative pixels (negative) or were
+    cut to a smaller `image_size` than the boxes were scaled to (fractional)."""
     with pytest.raises(ValueError, match="target_sizes must be"):
         evad.PostProcess()(_outputs(), target_sizes)
 

@@ -28,8 +28,8 @@ class PostProcess:
     """
 
     def __init__(self, person_threshold: float = 0.7, keep_all_if_none: bool = True) -> None:
-        try:
-            inside = 0.0 <= person_threshold <= 1.0
+        try:  # a bool is a number to Python, but True is no threshold a user means
+            inside = not isinstance(person_threshold, bool) and 0.0 <= person_threshold <= 1.0
         except TypeError:  # a string from a config or command line
             inside = False
         if not inside:
@@ -62,9 +62,10 @@ class PostProcess:
                 f"target_sizes must be (B, 2) = {tuple(in_sizes.shape)} (height, width) per clip, "
                 f"got {tuple(target_sizes.shape)}"
             )
-        if not (torch.isfinite(target_sizes) & (target_sizes > 0)).all():
+        whole = torch.isfinite(target_sizes) & (target_sizes > 0) & (target_sizes == target_sizes.round())
+        if not whole.all():  # a fractional size would be cut to whole pixels in `image_size`
             raise ValueError(
-                f"target_sizes must be positive (height, width) rows, got {target_sizes.tolist()}"
+                f"target_sizes must be positive whole (height, width) rows, got {target_sizes.tolist()}"
             )
         boxes = rescale_boxes(outputs["pred_boxes"], in_sizes, target_sizes)  # (B, Q, 4)
         results = []
