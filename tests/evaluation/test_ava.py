@@ -475,6 +475,9 @@ def test_evaluator_names_boxes_of_another_shape_and_nan(tmp_path, boxes, scores,
     with pytest.raises(ValueError, match="keyframe v1, 902: .*" + message):
         evaluator.process(["v1"], [902], [boxes], [scores])
     evaluator.process(["v1"], [902], [np.zeros(0)], [np.zeros((0, 2))])  # no boxes on a keyframe
+    evaluator.process(["v1"], [903], [np.zeros(0)], [np.zeros(0)])  # as empty 1-D arrays, like boxes
+    with pytest.raises(ValueError, match=r"keyframe v1, 904: scores must be \(P, C\) for P = 0 boxes"):
+        evaluator.process(["v1"], [904], [np.zeros(0)], [np.zeros((1, 2))])
     with pytest.warns(AvaInputWarning, match="no detections; every class scores AP 0"):
         assert evaluator.evaluate().mean_ap == 0.0
 

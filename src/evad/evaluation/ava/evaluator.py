@@ -118,8 +118,12 @@ class AvaEvaluator:
                 raise ValueError(f"{where}: boxes must be (P, 4) normalised x1, y1, x2, y2, got {box.shape}")
             if not (np.isfinite(box).all() and np.isfinite(score).all()):
                 raise ValueError(f"{where}: boxes and scores must be finite, got NaN or infinite values")
+            if score.shape == (0,):  # no boxes, as `box` above -> (0, C)
+                score = score.reshape(0, len(self.class_ids) if self.class_ids is not None else 0)
             if score.ndim != 2 or score.shape[0] != box.shape[0]:
-                raise ValueError(f"scores must be (P, C) for P = {box.shape[0]} boxes, got {score.shape}")
+                raise ValueError(
+                    f"{where}: scores must be (P, C) for P = {box.shape[0]} boxes, got {score.shape}"
+                )
             num_boxes, num_classes = score.shape
             class_ids = self.class_ids if self.class_ids is not None else np.arange(1, num_classes + 1)
             if len(class_ids) != num_classes:
