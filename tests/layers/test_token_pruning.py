@@ -100,3 +100,14 @@ def test_keep_rate_takes_numpy_scalars():
     assert check_keep_rate(np.int64(1)) == 1.0
     with pytest.raises(ValueError, match="keep_rate must be in"):
         check_keep_rate(np.float32(1.5))
+
+
+def test_keep_rate_takes_0d_tensors():
+    """An element of torch.linspace(0.5, 1.0, 6) was refused as 'not a number'."""
+    assert (
+        check_keep_rate(torch.linspace(0.5, 1.0, 6)[2]) == pytest.approx(0.7)
+        and check_keep_rate(torch.tensor(1)) == 1.0
+    )
+    for bad in (torch.tensor(1.5), torch.tensor(True), torch.tensor([0.7])):
+        with pytest.raises(ValueError, match="keep_rate"):
+            check_keep_rate(bad)

@@ -19,7 +19,10 @@ PRUNING_STRATEGIES = ("attention", "random", "cls", "unified")
 
 def check_keep_rate(keep_rate: float) -> float:
     """Return `keep_rate` as float, or raise ValueError if it is outside (0, 1]."""
-    # numbers.Real also takes NumPy scalars (np.float32(0.7) from a config array or a sweep)
+    # numbers.Real also takes NumPy scalars (np.float32(0.7) from a config array or a sweep); a
+    # 0-d tensor (an element of torch.linspace) is taken as its number
+    if isinstance(keep_rate, Tensor) and keep_rate.ndim == 0 and keep_rate.dtype != torch.bool:
+        keep_rate = keep_rate.item()
     if isinstance(keep_rate, bool) or not isinstance(keep_rate, numbers.Real):
         raise ValueError(f"keep_rate must be a number in (0, 1], got {keep_rate!r}")
     if not 0.0 < keep_rate <= 1.0:
