@@ -553,3 +553,17 @@ def test_model_options_no_module_accepts_are_a_user_error_before_training(tmp_pa
     with pytest.raises(UserError, match=r"^model: num_frames=16 must be a multiple of tubelet_size=3$"):
         train(config, data=make_data(), progress=False)
     assert not (out / "last.pt").exists()
+
+
+def test_a_log_line_covers_every_step_since_the_previous_one_across_epochs(tmp_path):
+    """4 steps an epoch, a line every 3: the line at step 6 holds steps 4, 5 and 6; step 4, the
+    last of epoch 1, was in no line when each epoch started a new window."""
+    train(make_config(tmp_path / "every"), data=make_data(), progress=False)
+    train(make_config(tmp_path / "third", "train.log_every=3"), data=make_data(), progress=False)
+    per_step = {r["step"]: r["loss"] for r in read_log(tmp_path / "every") if r["type"] == "train"}
+    lines = {r["step"]: r for r in read_log(tmp_path / "third") if r["type"] == "train"}
+    assert sorted(lines) == [3, 6]
+    for step in (3, 6):
+        expected = sum(per_step[s] for s in range(step - 2, step + 1)) / 3
+        assert lines[step]["loss"] == pytest.approx(expected, rel=1e-6)
+    assert lines[6]["clips_per_s"] > 0

@@ -82,6 +82,7 @@ def train_one_epoch(
     progress: bool = True,
     skip_batches: int = 0,
     rng_after_skip: Mapping[str, Any] | None = None,
+    window: LossWindow | None = None,
 ) -> tuple[int, dict[str, float]]:
     """Train for one pass over `loader`.
 
@@ -114,6 +115,9 @@ def train_one_epoch(
             rest comes out as it would have, but not trained on.
         rng_after_skip: The RNG state (`checkpoint.rng_state`) to restore once they are drawn:
             where the earlier run stopped.
+        window: The loss sums since the previous log line, carried over from the epoch before
+            (its last steps after that line go into the next line) and updated in place; None
+            starts afresh.
 
     Returns:
         The new global step and the epoch's mean loss terms (averaged over processes).
@@ -136,7 +140,9 @@ def train_one_epoch(
             bar.update()
         if rng_after_skip is not None:
             ckpt.set_rng_state(rng_after_skip)
-        window, epoch_window = LossWindow(), LossWindow()
+        window = LossWindow() if window is None else window
+        window.restart_clock()  # clips_per_s: this epoch's training only
+        epoch_window = LossWindow()
         for group in batched(batches, accum_steps):  # the last group of an epoch may be shorter
             group_size = len(group)
             num_boxes = group_box_normalizer([batch.targets for batch in group], device)
@@ -196,7 +202,7 @@ def train_one_epoch(
                     record["grad_norm"] = grad_norm
                 if run_log is not None:
                     run_log.write(record)
-                window = LossWindow()
+                window.reset()
             rate = epoch_window.clips / max(time.perf_counter() - epoch_window.start, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}", refresh=False)
             if max_steps is not None and global_step >= max_steps:

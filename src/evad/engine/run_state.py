@@ -11,7 +11,7 @@ log. `evad.engine.train` runs the epochs over the `RunState` it returns.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from evad.engine import distributed, snapshots
 from evad.engine.evaluate import build_val_data, make_model, make_postprocess
 from evad.engine.optim import build_optimizer, build_scheduler, steps_per_epoch
 from evad.engine.rundir import prepare_output_dir
-from evad.engine.runlog import RunLog, log_info
+from evad.engine.runlog import LossWindow, RunLog, log_info
 from evad.errors import UserError
 from evad.losses import SetCriterion
 from evad.models.factory import build_criterion
@@ -103,6 +103,8 @@ class RunState:
         global_step: Optimizer steps done.
         best: The best frame-mAP so far, or None.
         point: Where training stands (whole epochs, or a cut one).
+        loss_window: The loss sums since the last `log.jsonl` train line, carried from one epoch
+            into the next.
     """
 
     config: Config
@@ -121,6 +123,7 @@ class RunState:
     global_step: int
     best: float | None
     point: snapshots.StopPoint
+    loss_window: LossWindow = field(default_factory=LossWindow)
 
     @property
     def out_dir(self) -> Path:

@@ -89,8 +89,17 @@ class LossWindow:
     """Running sums of loss terms (as device tensors, so no sync per step) between log lines."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new window (after a log line)."""
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Count clips and time from now on, keeping the loss sums (a window carried into a new
+        epoch: its throughput is not to include the evaluation between the epochs)."""
         self.clips = 0
         self.start = time.perf_counter()
 

@@ -231,6 +231,7 @@ def _train_epoch(run: RunState, epoch: int, resumed_rng: Any) -> None:
         progress=run.progress,
         skip_batches=skip,
         rng_after_skip=resumed_rng if skip else None,
+        window=run.loss_window,
     )
     # Micro-batches of this epoch trained on, by this and earlier runs (a last group may be short).
     num_batches = len(run.data.train_loader)
