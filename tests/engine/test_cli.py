@@ -282,3 +282,19 @@ def test_other_runtime_errors_keep_their_traceback(monkeypatch):
     monkeypatch.setattr("evad.cli.flops.run", broken)
     with pytest.raises(RuntimeError, match="mat1"):
         main(["flops", "--model", "tiny"])
+
+
+def test_eval_under_torchrun_says_once_that_the_model_comes_from_the_checkpoint(
+    tmp_path, config_file, tiny_data, monkeypatch, caplog
+):
+    """The settings are read before the process group is joined, so every process logged it."""
+    assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=1"]) == 0
+    other = tmp_path / "other.yaml"  # another model section: the checkpoint's is used
+    other.write_text(config_file.read_text().replace("{preset: tiny}", "{preset: tiny, keep_rate: 0.5}"))
+    settings = (tmp_path / "run" / "last.pt", other, (), None, tmp_path / "e", False)
+    for rank, logged in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="evad.engine.eval_checkpoint"):
+            eval_checkpoint_module._checkpoint_settings(*settings)
+        assert ("taken from the checkpoint" in caplog.text) == logged, rank

@@ -8,6 +8,7 @@ Existing results in the output folder are kept unless the caller asks to overwri
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def _checkpoint_settings(
         raise UserError(f"{path}: stores no config; pass --config")
     if stored is not None:
         model_section = config_from_dict(stored, str(path)).model
-        if model_section != config.model:
+        if model_section != config.model and os.environ.get("RANK", "0") == "0":  # once per torchrun job
             preset = stored.get("model", {}).get("preset")
             named = f" (preset {preset})" if preset else " (a custom model)"
             logger.info("model settings are taken from the checkpoint%s", named)
