@@ -220,3 +220,14 @@ def test_a_cuda_index_past_the_last_device_is_refused(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(UserError, match=r"train.device cuda:2: this machine has 2 CUDA device\(s\)"):
         resolve_device("cuda:2")
+
+
+def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
+    # torchrun --nproc_per_node 2 on a machine with one GPU: the second process names the cause.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(UserError, match=r"LOCAL_RANK 1, but this machine has 1 CUDA device\(s\)"):
+        distributed.init_from_env("cuda")

@@ -71,6 +71,12 @@ def init_from_env(device: str = "auto") -> DistInfo:
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if base.type == "cuda":
+        count = torch.cuda.device_count()
+        if local_rank >= count:  # torch.cuda.set_device would fail with "invalid device ordinal"
+            raise UserError(
+                f"this process has LOCAL_RANK {local_rank}, but this machine has {count} CUDA "
+                f"device(s): start at most {count} processes per machine (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(local_rank)
         base = torch.device("cuda", local_rank)
     created = False
