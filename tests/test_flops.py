@@ -86,3 +86,12 @@ def test_cli_rejects_bad_arguments(capsys):
     for size in ("16", "-32"):  # too small for the pyramid's stride-32 level; negative
         assert main(["flops", "--model", "tiny", "--img-size", size]) == 2
         assert f"at least 32, got {size}x{size}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_cast_to_half_precision_is_counted_like_float32(dtype):
+    # The clip is made in the model's dtype: a cast model was refused over a clip the caller never made.
+    reference = count_flops(create_model("tiny"), 64, 0.7)
+    report = count_flops(create_model("tiny").to(dtype), 64, 0.7)
+    assert report.gflops == pytest.approx(reference.gflops)
+    assert report.tokens == reference.tokens and report.by_module == pytest.approx(reference.by_module)

@@ -65,11 +65,14 @@ class FlopReport:
 def count_flops(model: torch.nn.Module, img_size: int = 224, keep_rate: float | None = None) -> FlopReport:
     """Count one batch-1 forward pass of `model` on a square clip of side `img_size`.
 
-    The model is put in eval mode for the count and restored afterwards.
+    The clip is made in the model's dtype, so a model cast with ``.half()`` / ``.bfloat16()`` is
+    counted as it is (the count does not depend on the dtype). The model is put in eval mode for the
+    count and restored afterwards.
     """
     check_input_size(img_size, img_size, model.backbone.patch_size)
     frames = model.backbone.num_frames
-    clip = torch.zeros(1, 3, frames, img_size, img_size, device=next(model.parameters()).device)
+    weight = next(model.parameters())  # the clip in the model's device and dtype (model.bfloat16())
+    clip = torch.zeros(1, 3, frames, img_size, img_size, device=weight.device, dtype=weight.dtype)
     was_training = model.training
     mha_fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
