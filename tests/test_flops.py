@@ -95,3 +95,13 @@ def test_a_model_cast_to_half_precision_is_counted_like_float32(dtype):
     report = count_flops(create_model("tiny").to(dtype), 64, 0.7)
     assert report.gflops == pytest.approx(reference.gflops)
     assert report.tokens == reference.tokens and report.by_module == pytest.approx(reference.by_module)
+
+
+def test_cli_table_refuses_num_classes(monkeypatch, capsys):
+    # The table counts the paper's 80-class models; a --num-classes beside it was silently ignored.
+    monkeypatch.setattr("evad.cli.flops.paper_table", lambda *args: "| the table |")
+    assert main(["flops", "--table", "--num-classes", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drop --num-classes" in err
+    assert main(["flops", "--table"]) == 0
+    assert capsys.readouterr().out == "| the table |\n"

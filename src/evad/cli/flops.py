@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--keep-rate", type=keep_rate, default=None, help="token keep rate (default: preset's)"
     )
-    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--num-classes", type=int, default=None, help="action classes (default: 80)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--table", action="store_true", help="print the paper comparison as Markdown")
     parser.set_defaults(func=run)
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
             "--model": args.model,
             "--img-size": args.img_size,
             "--keep-rate": args.keep_rate,
+            "--num-classes": args.num_classes,
             "--json": args.json or None,
         }
         given = [flag for flag, value in options.items() if value is not None]
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     args.model = "vit-b" if args.model is None else args.model
     args.img_size = 224 if args.img_size is None else args.img_size
+    args.num_classes = 80 if args.num_classes is None else args.num_classes
     try:
         model = create_model(args.model, num_classes=args.num_classes)
         report = count_flops(model, args.img_size, args.keep_rate)
