@@ -65,6 +65,29 @@ def test_train_adds_train_step_fields(tmp_path):
         assert r["train_step_ms"] > 0 and r["train_peak_mem_mb"] > 0
 
 
+def test_the_progress_bar_ends_full(tmp_path, monkeypatch):
+    """With --train its total counted the training steps as many as the inference calls, one more
+    than are made: the bar stopped short of its end."""
+    import tqdm
+
+    bars = []
+
+    class Recorder(tqdm.tqdm):  # counts the updates even when the bar is hidden (no terminal)
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+            bars.append(self)
+
+        def update(self, n=1):
+            self.calls += n
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Recorder)
+    for extra, name in (([], "infer.json"), (["--train"], "train.json")):
+        run_bench(tmp_path, name, "--keep-rate", "1.0", "0.6", *extra)
+    assert [(bar.calls, bar.total) for bar in bars] == [(10, 10), (18, 18)]  # 2 rates x (5 | 5 + 4)
+
+
 def test_json_is_never_overwritten(tmp_path, capsys):
     out = tmp_path / "exists.json"
     out.write_text("keep me")

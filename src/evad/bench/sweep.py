@@ -156,9 +156,11 @@ def run_sweep(
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(keys) + 8)
         runner = torch.compile(target, dynamic=False)
 
-    per_key = 2 + warmup + iters
+    # Calls per (size, rate): a FLOP count, the timed inference calls and a memory peak; with a
+    # criterion also the timed training steps and their memory peak.
+    per_key = 2 + warmup + iters + (warmup + iters + 1 if criterion is not None else 0)
     bar = tqdm(
-        total=len(keys) * per_key * (2 if criterion is not None else 1),
+        total=len(keys) * per_key,
         desc="bench",
         unit="call",
         disable=None if progress else True,
