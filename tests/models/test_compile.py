@@ -7,6 +7,8 @@ Dynamo traces through) and the pure-PyTorch RoIAlign's loop over images. The com
 "eager" backend: Dynamo's capture is what is tested, without the time a code generator takes.
 """
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -85,3 +87,28 @@ def test_a_pin_still_holds_inside_a_compiled_function():
     with switch.force("b"):
         assert compiled(x).tolist() == [2, 2, 2]
     assert compiled(x).tolist() == [1, 1, 1]
+
+
+_EAGER_THEN_COMPILED = """
+import sys
+import torch
+import evad
+from evad.ops import fastpath, nms, roi_align
+input = torch.randn(2, 3, 8, 10)
+rois = torch.tensor([[0, 1.0, 1.0, 6.0, 5.0], [1, 0.0, 2.5, 9.0, 7.0]])
+expected = roi_align(input, rois, 3, 0.5, 2, True)
+nms(torch.tensor([[0.0, 0, 4, 4], [1, 1, 5, 5]]), torch.tensor([0.9, 0.8]), 0.5)
+assert "torch._dynamo" not in sys.modules, "eager use imported Dynamo"
+fastpath._tv_ops = fastpath._UNPROBED  # the probe's first run is inside the capture
+compiled = torch.compile(lambda x: roi_align(x, rois, 3, 0.5, 2, True), backend="eager")
+torch.testing.assert_close(compiled(input), expected)
+assert fastpath._tv_ops is not fastpath._UNPROBED
+"""
+
+
+def test_eager_use_leaves_dynamo_unimported_and_a_capture_still_runs_the_probe_eagerly():
+    # Importing Dynamo is about half of what `import evad` took (2-3 s of every CLI command).
+    done = subprocess.run(
+        [sys.executable, "-c", _EAGER_THEN_COMPILED], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr

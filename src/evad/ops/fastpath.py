@@ -18,7 +18,6 @@ _UNPROBED = object()
 _tv_ops: ModuleType | object | None = _UNPROBED  # the probe's answer, once it has run
 
 
-@torch.compiler.disable
 def _probe_torchvision() -> ModuleType | None:
     try:
         import torchvision.ops as tv_ops
@@ -38,7 +37,12 @@ def _torchvision_ops() -> ModuleType | None:
     """
     global _tv_ops
     if _tv_ops is _UNPROBED:
-        _tv_ops = _probe_torchvision()
+        probe = _probe_torchvision
+        if torch.compiler.is_compiling():
+            # Run outside the graph. Disabled here rather than by a decorator: torch.compiler.disable
+            # imports Dynamo, half the time `import evad` took, which eager use never needs.
+            probe = torch.compiler.disable(probe)
+        _tv_ops = probe()
     return _tv_ops  # type: ignore[return-value]
 
 
