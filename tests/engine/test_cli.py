@@ -189,6 +189,24 @@ def test_help_lists_the_commands(capsys):
     assert "train" in out and "eval" in out
 
 
+def test_help_and_usage_errors_do_not_wait_for_torch():
+    """`import evad` imported torch and the models (about 1.5 s) before `evad --help` printed; the
+    package's names now load on first use, and `evad.<submodule>` still works after `import evad`."""
+    script = (
+        "import sys, evad, evad.cli\n"
+        "for argv in (['--help'], ['train', '--help'], ['train']):\n"
+        "    try:\n"
+        "        evad.cli.main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert callable(evad.create_model) and callable(evad.inference.load_detector)\n"
+        "assert 'torch' in sys.modules and 'create_model' in dir(evad)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_overrides_may_sit_between_options(tmp_path, config_file, tiny_data, capsys):
     args = ["train", "train.max_steps=1", "--config", str(config_file), "train.epochs=3", "--no-progress"]
     assert main([*args, "train.log_every=1"]) == 0
