@@ -72,6 +72,15 @@ def test_uses_weight_decay_rule():
     assert uses_weight_decay("x.weight", torch.zeros(2, 2))
 
 
+def test_cls_token_of_the_cls_pruning_ablation_is_not_decayed():
+    # The official optimizer skips the models' no_weight_decay() names, cls_token among them; the
+    # learnable CLS token of pruning="cls" (1, 1, C) was in the decayed group.
+    model = create_model("tiny", num_classes=3, pruning="cls")
+    groups = {g["name"]: g["names"] for g in param_groups(model, 1e-4, 1.0, 8.0)}
+    assert "backbone.cls_token" in groups["base_no_decay"]
+    assert "backbone.cls_token" not in groups["base_decay"]
+
+
 @pytest.mark.parametrize("epochs", [12, 6])
 def test_schedule_shape_is_a_function_of_progress(epochs):
     per_epoch = 10

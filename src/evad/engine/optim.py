@@ -10,9 +10,10 @@ Parameter groups follow the official `slowfast/models/optimizer.py::get_paramete
   (`localization.init_proposal_features` / `_boxes`, top level in the official model) keep the
   base rate.
 - No weight decay: every 1-D parameter (norm weights, biases, `q_bias` / `v_bias`), names ending
-  in `.bias`, and tokens or embeddings named `mask_token` or `pos_embed` (the official rule; evad's
-  position tables are buffers, so only `mask_token` matches today). The initial proposals are 2-D
-  and decayed, as in the official model.
+  in `.bias`, and tokens or embeddings named `mask_token`, `cls_token` or `pos_embed` (the official
+  rule: the models' `no_weight_decay()`; evad's position tables are buffers, so `mask_token` and the
+  CLS token of the `pruning="cls"` ablation match). The initial proposals are 2-D and decayed, as in
+  the official model.
 
 The schedule is a function of the fraction of training done, so any number of epochs (or steps
 per epoch) gives the same shape: a linear warm-up from `warmup_start_factor` to the post-warm-up
@@ -33,7 +34,7 @@ from torch import nn
 #: Parameter-name prefixes trained with the head learning rate.
 HEAD_PREFIXES = ("localization.stages.", "classification.")
 #: Name fragments of token / embedding parameters exempt from weight decay.
-NO_DECAY_NAMES = ("mask_token", "pos_embed")
+NO_DECAY_NAMES = ("mask_token", "cls_token", "pos_embed")
 # Tolerance on fractions: 5/12 of 120 steps is step 50 even if 5/12 was written as 0.4166666666666667
 # (at most half a step, see `lr_factor`).
 _EPS = 1e-6
