@@ -268,3 +268,19 @@ def test_training_boxes_are_clipped_to_the_frame_and_frames_past_the_end_skipped
     item = train[train.keyframes.index((V2, 1))]
     scale = item["size"][0] / 32  # the frames are 32 x 40
     np.testing.assert_allclose(item["boxes"].numpy(), [[0, 4 * scale, 40 * scale, 32 * scale]], atol=1e-4)
+
+
+def test_flat_split_lists_and_non_dict_training_tubes_are_named(cfg: DataConfig, tmp_path: Path) -> None:
+    # A list of names instead of a list of splits was read as split 1 = the first name's letters:
+    # "training video 'R' has no nframes or gttubes entry".
+    for key, lists in (("train_videos", [V1, V2]), ("test_videos", [V3, V1])):
+        path = write_pickle(tmp_path / f"{key}.pkl", groundtruth(**{key: lists}))
+        assert error(replace(cfg, groundtruth=str(path))).startswith(
+            f"{path}: {key} must hold one list of video names per split"
+        )
+    # A training video's gttubes entry that is not a dict ended in AttributeError.
+    path = write_pickle(tmp_path / "list.pkl", groundtruth(gttubes={**groundtruth()["gttubes"], V2: []}))
+    assert error(replace(cfg, groundtruth=str(path))) == (
+        f"{path}: malformed ground truth: gttubes of training video {V2!r} is a list, "
+        "not a dict of label: tubes"
+    )

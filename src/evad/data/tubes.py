@@ -29,6 +29,7 @@ from evad.evaluation.tubes.groundtruth import (
     frame_count,
     load_groundtruth,
     read_pickle,
+    split_videos,
 )
 
 
@@ -112,7 +113,7 @@ def _training_videos(
         raise UserError(f"{path}: ground-truth pickle lacks train_videos")
     if not 0 <= split_index < len(splits):
         raise UserError(f"{path}: split {split_index + 1} does not exist (the pickle has {len(splits)})")
-    videos = [str(v) for v in splits[split_index]]
+    videos = split_videos(splits, split_index + 1, path, "train_videos")
     resolution = data.get("resolution")
     nframes, tubes = [], []
     outside = 0  # annotated frames past the video's ends

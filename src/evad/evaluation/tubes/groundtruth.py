@@ -112,11 +112,31 @@ def check_tube(tube: object, where: str) -> np.ndarray:
     return tube
 
 
+def split_videos(splits: Any, split: int, path: Path, key: str) -> list[str]:
+    """The video names of split `split` (from 1) of a pickle's `key` (``train_videos`` or
+    ``test_videos``), checked to be one list of names per split: a flat list of names would be
+    read as split 1 = the letters of the first name."""
+    entry = splits[split - 1]
+    if isinstance(entry, str | bytes) or not isinstance(entry, list | tuple | np.ndarray):
+        raise UserError(
+            f"{path}: {key} must hold one list of video names per split ([[video, ...]] for one "
+            f"split), got {type(entry).__name__} {entry!r:.60} as split {split}"
+        )
+    return [str(v) for v in entry]
+
+
 def frame_count(data: dict, video: str, path: Path, role: str) -> int:
-    """A video's ``nframes`` entry, checked: the video has ``nframes`` and ``gttubes`` entries and
-    a positive whole number of frames. `role` ("test", "training") words the error."""
+    """A video's ``nframes`` entry, checked: the video has ``nframes`` and ``gttubes`` entries (the
+    latter a dict of label: tubes) and a positive whole number of frames. `role` ("test",
+    "training") words the error."""
     if video not in data["nframes"] or video not in data["gttubes"]:
         raise UserError(f"{path}: {role} video {video!r} has no nframes or gttubes entry")
+    if not isinstance(data["gttubes"][video], dict):
+        kind = type(data["gttubes"][video]).__name__
+        raise UserError(
+            f"{path}: malformed ground truth: gttubes of {role} video {video!r} is a {kind}, not a dict "
+            "of label: tubes"
+        )
     count = data["nframes"][video]
     where = f"{path}: {role} video {video!r} has nframes {count!r}"
     if isinstance(count, bool) or not isinstance(count, int | float | np.integer | np.floating):
@@ -177,7 +197,7 @@ def _parse_groundtruth(data: dict, path: Path, split: int) -> TubeGroundTruth:
     splits = data["test_videos"]
     if not 1 <= split <= len(splits):
         raise UserError(f"{path}: split {split} does not exist (the pickle has {len(splits)} test splits)")
-    videos = tuple(str(v) for v in splits[split - 1])
+    videos = tuple(split_videos(splits, split, path, "test_videos"))
     nframes = np.zeros(len(videos), dtype=np.int64)
     tubes = []
     outside = 0  # boxes on frames the video does not have
