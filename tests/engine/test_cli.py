@@ -114,6 +114,20 @@ def test_a_relative_data_root_is_stored_absolute(tmp_path, config_file, tiny_dat
     assert roots == [str(tmp_path / "synth")]
 
 
+def test_eval_refuses_a_validation_set_of_other_classes(tmp_path, config_file, tiny_data, capsys):
+    """As many classes as the model predicts, but other ones (another data.classes): the scores
+    were credited to the wrong classes without a word."""
+    assert main(["train", "--config", str(config_file), "--no-progress", "train.max_steps=1"]) == 0
+    state = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    state["dataset"]["class_ids"] = [c + 1 for c in state["dataset"]["class_ids"]]
+    torch.save(state, tmp_path / "other.pt")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "other.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "other.pt: the model predicts classes [2, 3" in err and "the validation set has [1, 2" in err
+    assert not (tmp_path / "eval-other").exists()
+
+
 def test_eval_refuses_an_out_folder_it_cannot_make_before_the_inference(
     tmp_path, config_file, tiny_data, monkeypatch, capsys
 ):

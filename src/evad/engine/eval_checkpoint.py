@@ -79,6 +79,15 @@ def evaluate_checkpoint(
                     f"{path}: the model predicts {stored_classes} classes, the validation set has "
                     f"{num_classes}"
                 )
+            stored_ids = state.get("dataset", {}).get("class_ids")
+            class_ids = [int(c) for c in getattr(dataset, "class_ids", [])]
+            if stored_ids is not None and class_ids and list(stored_ids) != class_ids:
+                # Same count, other classes (another data.classes): every score would be
+                # credited to the wrong class.
+                raise UserError(
+                    f"{path}: the model predicts classes {list(stored_ids)}, the validation set has "
+                    f"{class_ids}; evaluate on the classes it was trained on (data.classes)"
+                )
             model_cfg, model = make_model(config, num_classes)
             ckpt.load_model_state(model, state["model"], str(path))
         model.to(info.device)
