@@ -7,6 +7,7 @@ right by d pixels overlaps it with IoU (100 - d) / (100 + d).
 import json
 import os
 import pickle
+import re
 import struct
 import warnings
 
@@ -606,6 +607,14 @@ def test_cli_end_to_end_writes_json(tmp_path, capsys, monkeypatch):
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--iou", "0.5"]) == 0
     assert json.loads(out.read_text())["video_mAP"] == {"0.5": 0.5}
+    # --classes 1: the means over class a alone, as evaluation of a model trained on it reports.
+    assert main([*args, "--overwrite", "--classes", "1"]) == 0
+    subset = json.loads(out.read_text())
+    assert subset["frame_mAP"] == pytest.approx(1.0, abs=1e-6) and subset["video_mAP"]["0.5"] == 1.0
+    assert subset["classes"] == ["a"] and list(subset["per_class"]) == ["a"]
+    for bad, message in (("3", "--classes 3: .*gt.pkl has classes 1 to 2"), ("1 1", "names a class twice")):
+        assert main([*args, "--overwrite", "--classes", *bad.split()]) == 2
+        assert re.search(message, capsys.readouterr().err)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
     assert main([*args, "--overwrite", "--detections", str(write_csv(tmp_path / "bad.csv", ["v0,1,2"]))]) == 2

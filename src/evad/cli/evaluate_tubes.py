@@ -52,6 +52,14 @@ def register(kinds: argparse._SubParsersAction) -> None:
         "data.val_stride=N writes them: frame-mAP counts only those frames and video-mAP is not computed "
         "(default 1: every frame, the protocol)",
     )
+    parser.add_argument(
+        "--classes",
+        nargs="+",
+        type=int,
+        metavar="ID",
+        help="score only these classes, numbered from 1 like data.classes: the means are over them "
+        "(what evaluation of a model trained with data.classes reports; default: every class)",
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the metrics to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.set_defaults(func=run)
@@ -80,6 +88,16 @@ def _check_frame_stride(path: Path, detections: Any, groundtruth: Any, step: int
         )
 
 
+def _class_indices(path: Path, ids: list[int], count: int) -> list[int]:
+    """0-based indices of the 1-based class `ids`, or a UserError naming the ground truth."""
+    bad = [c for c in ids if not 1 <= c <= count]
+    if bad:
+        raise UserError(f"--classes {bad[0]}: {path} has classes 1 to {count}")
+    if len(set(ids)) != len(ids):
+        raise UserError(f"--classes names a class twice: {ids}")
+    return sorted(c - 1 for c in ids)
+
+
 def run(args: argparse.Namespace) -> int:
     """Score the detections, print the report and write the JSON; UserError on bad input."""
     from evad.evaluation import tubes
@@ -93,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     thresholds = args.iou or tubes.DEFAULT_VIDEO_THRESHOLDS
     tubes.parse_iou_thresholds(thresholds)  # fail on a bad threshold before reading anything
     groundtruth = tubes.load_groundtruth(args.groundtruth, split=args.split)
+    indices = None
+    if args.classes is not None:
+        indices = _class_indices(args.groundtruth, args.classes, len(groundtruth.labels))
     detections = tubes.read_detections(args.detections, groundtruth)
     _check_frame_stride(args.detections, detections, groundtruth, args.frame_stride)
     frames = None
@@ -101,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         pairs = [(v, f) for v, n in enumerate(groundtruth.nframes) for f in range(1, int(n) + 1, step)]
         frames = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)  # F (video, frame) pairs -> (F, 2)
     metrics = tubes.evaluate_tubes(groundtruth, detections, thresholds, frames=frames)
+    if indices is not None:
+        metrics = metrics.subset(indices)
 
     for warning in metrics.warnings:
         print(f"evad: warning: {warning}", file=sys.stderr)
@@ -118,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
         video = "".join(f"  {100 * metrics.video_ap[n][c]:{w}.2f}" for n, w in columns.items())
         print(f"{label:<{width}}  {100 * metrics.frame_ap[c]:6.2f}{video}")
     if args.json is not None:
+        report = metrics.to_dict()
+        if args.classes is not None:
+            report["classes"] = list(metrics.labels)
         try:
-            write_json_atomically(args.json, metrics.to_dict())
+            write_json_atomically(args.json, report)
         except OSError as err:
             raise UserError(f"{args.json}: cannot write: {err.strerror or err}") from err
         print(f"\nwrote {args.json}")

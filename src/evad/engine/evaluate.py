@@ -16,7 +16,8 @@ detections on rank 0 and scores them:
   `evaluation.tubes.evaluate_tubes`. Files: ``detections.csv`` in the `evad evaluate tubes`
   layout (video, frame, x1 y1 x2 y2 in original pixels, 0-based label = class id - 1, score) and
   ``metrics.json`` as `evad evaluate tubes --json` writes it. When the dataset trains a subset of
-  the classes, the means are over that subset.
+  the classes, the means are over that subset, and `metrics.json` lists its `classes` (re-score
+  with `evad evaluate tubes --classes` and their ids).
 
 Each detection contributes one row per class with the class's sigmoid score (not multiplied by the
 person score, as in the official model). Re-scoring the written CSV with `evad evaluate` gives the
@@ -185,14 +186,12 @@ def evaluate_tube_detections(
     metrics = evaluate_tubes(groundtruth, detections, frames=frames)
     for message in metrics.warnings:
         logger.warning("evaluation: %s", message)
+    subset = len(labels) < len(groundtruth.labels)
+    if subset:  # a class subset: means over the trained classes, as `evad evaluate tubes --classes`
+        metrics = metrics.subset(labels)
     report = metrics.to_dict()
-    if len(labels) < len(groundtruth.labels):  # a class subset: means over the trained classes
-        report["frame_mAP"] = float(np.mean(metrics.frame_ap[labels]))
-        report["video_mAP"] = {name: float(np.mean(ap[labels])) for name, ap in metrics.video_ap.items()}
-        report["per_class"] = {
-            groundtruth.labels[i]: report["per_class"][groundtruth.labels[i]] for i in labels
-        }
-        report["classes"] = [groundtruth.labels[i] for i in labels]
+    if subset:
+        report["classes"] = list(metrics.labels)
     if out_dir is not None:
         write_atomically(
             out_dir / DETECTIONS_CSV, lambda tmp: _write_tube_csv(tmp, detections, groundtruth.videos)

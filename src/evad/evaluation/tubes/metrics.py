@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -76,6 +77,17 @@ class TubeMetrics:
     def video_map(self) -> dict[str, float]:
         """Mean video-AP over all classes, per threshold name."""
         return {name: float(np.mean(ap)) for name, ap in self.video_ap.items()}
+
+    def subset(self, indices: Sequence[int]) -> TubeMetrics:
+        """The metrics of the classes at 0-based `indices` alone (a model trained on a subset of
+        the classes, `data.classes`): the means are then over those classes."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            labels=tuple(self.labels[i] for i in idx),
+            frame_ap=self.frame_ap[idx],
+            video_ap={name: ap[idx] for name, ap in self.video_ap.items()},
+        )
 
     def to_dict(self) -> dict:
         """The JSON report: ``frame_mAP``, ``video_mAP`` and ``per_class``, fractions in [0, 1]."""
