@@ -373,6 +373,12 @@ def test_bad_label_maps(tmp_path):
     path.write_text('item {\n  name: "stand"\n  id: 0\n}\n')
     with pytest.raises(UserError, match=re.escape(f"{path}:3: class id 0 is below 1")):
         read_labelmap(path)
+    # An id beyond int64 failed with OverflowError when the scoring made its class-id array.
+    path.write_text('item {\n  name: "stand"\n  id: 99999999999999999999999\n}\n')
+    with pytest.raises(
+        UserError, match=re.escape(f"{path}:3: class id 99999999999999999999999 is too large")
+    ):
+        read_labelmap(path)
     path.write_text('item {\n    name: "a"\n    id: 3\n    display_name: "A"\n}\n')  # any indentation
     assert read_labelmap(path) == {3: "a"}
     # An id without a name of its own used to take the previous item's name.

@@ -58,6 +58,8 @@ def read_labelmap(path: str | os.PathLike) -> dict[int, str]:
             raise UserError(f"{source}:{lineno}: class id {value!r} is not an integer") from None
         if class_id < 1:
             raise UserError(f"{source}:{lineno}: class id {class_id} is below 1")
+        if class_id >= 2**63:  # class ids are int64 arrays in the scoring
+            raise UserError(f"{source}:{lineno}: class id {class_id} is too large (at most 2**63 - 1)")
         if name is None:
             raise UserError(
                 f"{source}:{lineno}: class id {class_id} has no name: expected 'name: \"...\"' before it"
