@@ -441,6 +441,9 @@ def write_csv(path, lines):
         ("v0,21,0,0,99,99,0,0.5", "line 2: frame '21' is outside 1..20"),
         ("v0,2.5,0,0,99,99,0,0.5", "line 2: frame '2.5' is not an integer"),
         ("v0,2,50,0,49,99,0,0.5", "line 2: box has x2 < x1"),
+        # finite in float64, infinite in the float32 the boxes and scores are kept in: a ValueError
+        ("v0,2,-1e300,0,99,99,0,0.5", "line 2: a box coordinate or the score is too large for float32"),
+        ("v0,2,0,0,99,99,0,1e39", "line 2: a box coordinate or the score is too large for float32"),
     ],
 )
 def test_bad_detection_rows_name_file_and_line(tmp_path, line, message):

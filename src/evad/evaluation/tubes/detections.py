@@ -146,6 +146,11 @@ def read_detections(path: str | Path, groundtruth: TubeGroundTruth) -> FrameDete
     boxes = np.stack([numbers[k] for k in ("x1", "y1", "x2", "y2")], axis=1)
     inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     _check(inverted, lines, path, lambda i: "box has x2 < x1 or y2 < y1")
+    with np.errstate(over="ignore"):  # boxes and scores are kept as float32
+        too_large = ~np.isfinite(boxes.astype(np.float32)).all(axis=1) | ~np.isfinite(
+            score.astype(np.float32)
+        )
+    _check(too_large, lines, path, lambda i: "a box coordinate or the score is too large for float32")
     return FrameDetections(
         video,
         frame.astype(np.int64),
