@@ -4,6 +4,7 @@ import io
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import pytest
@@ -197,3 +198,21 @@ def test_cuda_rng_of_more_devices_resumes_on_fewer(monkeypatch):
     ckpt.set_rng_state({**state, "cuda": saved})  # the layout evad wrote before 2026-11-23
     ckpt.set_rng_state({**state, "cuda": saved[3]})  # one device's, as now
     assert [int(s[0]) for s in restored] == [0, 3]
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"model": [1, 2]}, "its 'model' entry is not a mapping of names to tensors"),
+        ({"model": {"w": 5}}, "its 'model' entry is not a mapping of names to tensors"),
+        ({"model": {"w": torch.ones(1)}, "config": [1]}, "its 'config' entry is not a mapping"),
+    ],
+)
+def test_a_checkpoint_with_a_damaged_model_or_config_entry_is_refused(tmp_path, entries, message, capsys):
+    """`evad eval` and `--resume` failed with a TypeError or AttributeError on these."""
+    path = tmp_path / "bad.pt"
+    ckpt.save_checkpoint(path, entries)
+    with pytest.raises(UserError, match=re.escape(f"{path}: damaged evad checkpoint ({message})")):
+        ckpt.load_checkpoint(path)
+    assert main(["eval", "--checkpoint", str(path)]) == 2
+    assert capsys.readouterr().err == f"evad: error: {path}: damaged evad checkpoint ({message})\n"

@@ -77,6 +77,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(state.get("dataset", {}), dict):
         raise UserError(f"{path}: damaged evad checkpoint (its 'dataset' entry is not a mapping)")
+    if not isinstance(state.get("config", {}), dict):
+        raise UserError(f"{path}: damaged evad checkpoint (its 'config' entry is not a mapping)")
+    weights = state["model"]
+    if not (
+        isinstance(weights, Mapping)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
+    ):
+        raise UserError(
+            f"{path}: damaged evad checkpoint (its 'model' entry is not a mapping of names to tensors)"
+        )
     return state
 
 
