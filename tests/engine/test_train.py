@@ -567,3 +567,29 @@ def test_a_log_line_covers_every_step_since_the_previous_one_across_epochs(tmp_p
         expected = sum(per_step[s] for s in range(step - 2, step + 1)) / 3
         assert lines[step]["loss"] == pytest.approx(expected, rel=1e-6)
     assert lines[6]["clips_per_s"] > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("scheduler"), "it has no 'scheduler' entry"),
+        (lambda s: s.pop("rng"), "it has no 'rng' entry"),
+        (lambda s: s.__setitem__("optimizer", [1]), "its 'optimizer' entry is a list"),
+        (lambda s: s.__setitem__("epoch", "x"), "its 'epoch' entry is 'x', not a count"),
+        (lambda s: s.__setitem__("global_step", -3), "its 'global_step' entry is -3, not a count"),
+        (lambda s: s.__setitem__("best_metric", "x"), "its 'best_metric' entry is a str"),
+        (lambda s: s.__setitem__("epoch_rng", [1]), "its 'epoch_rng' entry is a list"),
+    ],
+    ids=["no-scheduler", "no-rng", "optimizer-list", "epoch-str", "step-negative", "best-str", "rng-ints"],
+)
+def test_a_damaged_last_pt_is_refused_in_one_line(tmp_path, change, message):
+    """A last.pt with a training entry missing or of the wrong kind failed with a KeyError or
+    TypeError deep in the optimizer, scheduler or RNG restore."""
+    run = tmp_path / "run"
+    train(make_config(run, "train.max_steps=1"), data=make_data(), progress=False)
+    state = torch.load(run / "last.pt", weights_only=True)
+    change(state)
+    damaged = tmp_path / "damaged.pt"
+    torch.save(state, damaged)
+    with pytest.raises(UserError, match=f"^{re.escape(f'{damaged}: damaged evad checkpoint ({message}')}"):
+        train(make_config(tmp_path / "new"), resume=str(damaged), data=make_data(), progress=False)

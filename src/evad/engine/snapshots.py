@@ -120,6 +120,42 @@ class Resumed:
     eval_pending: bool = False  # the last epoch's evaluation stopped before it finished
 
 
+def check_training_state(state: dict[str, Any], source: Path) -> None:
+    """Refuse a `last.pt` whose training entries are missing or of the wrong kind (a damaged or
+    hand-edited file) before anything is built: resuming from it failed with a KeyError or
+    TypeError deep inside the optimizer or scheduler. A checkpoint without an optimizer state
+    (`best.pt`) is left to `restore`, which says to resume from last.pt."""
+    if "optimizer" not in state:
+        return
+    required = ("epoch", "global_step", "optimizer", "scheduler", "rng")
+    for key in required:
+        if key not in state:
+            raise UserError(f"{source}: damaged evad checkpoint (it has no {key!r} entry)")
+    for key in ("epoch", "global_step", "epoch_batches"):
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserError(
+                f"{source}: damaged evad checkpoint (its {key!r} entry is {value!r}, not a count)"
+            )
+    epoch_rng = state.get("epoch_rng")
+    kinds = {
+        "optimizer": isinstance(state["optimizer"], dict),
+        "scheduler": isinstance(state["scheduler"], dict),
+        "rng": isinstance(state["rng"], dict),
+        "scaler": isinstance(state.get("scaler"), dict | None),
+        "epoch_rng": epoch_rng is None
+        or (isinstance(epoch_rng, list) and all(isinstance(r, dict) for r in epoch_rng)),
+        "best_metric": isinstance(state.get("best_metric"), int | float | None)
+        and not isinstance(state.get("best_metric"), bool),
+    }
+    for key, good in kinds.items():
+        if not good:
+            kind = type(state[key]).__name__
+            raise UserError(
+                f"{source}: damaged evad checkpoint (its {key!r} entry is a {kind}, not what evad wrote)"
+            )
+
+
 def _cut_rng(rngs: list[dict[str, Any]] | None, info: distributed.DistInfo, source: Path) -> Any:
     """This process's RNG state at the cut that `source` stopped at, or None (with a warning) when
     it was saved by another number of processes."""

@@ -159,6 +159,7 @@ def _train(
     state = ckpt.load_checkpoint(source) if source is not None else None
     if state is not None:
         check_same_run(out_dir, source)
+        snapshots.check_training_state(state, source)
         check_resumed_settings(state, config, source)
     run, resumed = start_run(config, info, data, state, source, clear, progress)
 
