@@ -94,6 +94,9 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
         ("", "model.loss_weights.acton=2", ["command line", "model.loss_weights.acton", "action"]),
         ("", "daat.root=x", ["command line", "'daat'", "'data'"]),
         ("", "train.warmup=0.1", ["did you mean 'train.warmup_fraction' or 'train.warmup_start_factor'"]),
+        # YAML reads these keys as a number and a boolean: a TypeError in the suggestion lookup
+        ("1: 2\n", None, ["{file}", "unknown key '1'"]),
+        ("train: {yes: 2}\n", None, ["{file}", "unknown key 'train.True'"]),
     ],
 )
 def test_unknown_keys_name_source_key_and_suggestion(tmp_path, text, override, expected):

@@ -158,6 +158,7 @@ def unknown(key: str, candidates: Sequence[str], source: str, prefix: str = "") 
         source: The file (or "command line") that gave it.
         prefix: The dotted path of the section it was given in, e.g. "train.".
     """
+    key = str(key)  # YAML reads `1:` or `yes:` as a number or a boolean key
     # A key cut short names its completions first (train.warmup: warmup_fraction, not amp).
     starting = [c for c in candidates if key and c.startswith(key)]
     close = (
