@@ -340,3 +340,25 @@ def test_overrides_that_are_not_a_list_of_strings_are_named(overrides, message):
     tuple ended in an AttributeError on partition."""
     with pytest.raises(UserError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "train.batch_size=99999999999999999999999",
+            "train.batch_size must hold integers of magnitude below 2",
+        ),
+        (
+            "train.max_steps=99999999999999999999999",
+            "train.max_steps must hold integers of magnitude below 2",
+        ),
+        ("data.classes=[1,99999999999999999999999]", "data.classes must hold integers of magnitude below 2"),
+        ("data.sampling_rate=-99999999999999999999999", "data.sampling_rate must be an integer >= 0"),
+        ("data.sampling_rate=99999999999999999999999", "data.sampling_rate must hold integers of"),
+    ],
+)
+def test_integers_too_large_for_numpy_and_torch_are_named(override, message):
+    """data.sampling_rate=1e23 as an integer ended in OverflowError inside the data loader."""
+    with pytest.raises(UserError, match=message):
+        load_config("synthetic_tiny", [override])

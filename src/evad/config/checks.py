@@ -268,4 +268,19 @@ def check_value(dotted: str, value: Any, source: str) -> Any:
     check = _CHECKS.get(dotted)
     if check is not None and not check[0](value):
         raise UserError(f"{source}: {dotted} must be {check[1]}, got {value!r}")
+    if any(abs(n) >= _INT_LIMIT for n in _integers(value)):
+        raise UserError(f"{source}: {dotted} must hold integers of magnitude below 2**63, got {value!r}")
     return value
+
+
+# Larger integers end in OverflowError deep inside NumPy or torch (C longs), not in a setting's check.
+_INT_LIMIT = 2**63
+
+
+def _integers(value: Any) -> list[int]:
+    """The integers in a coerced setting: itself, or the items of its list / tuple / mapping."""
+    if isinstance(value, Mapping):
+        return [n for item in value.values() for n in _integers(item)]
+    if isinstance(value, list | tuple):
+        return [n for item in value for n in _integers(item)]
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
