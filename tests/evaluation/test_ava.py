@@ -615,6 +615,12 @@ def test_repeated_groundtruth_rows_count_twice_with_a_warning(tmp_path):
     assert result.per_class[12] == 1.0
 
 
+def test_a_class_id_beyond_int64_is_named_as_such(tmp_path):
+    # It was shown as the reader's stand-in, "ids -9223372036854775808".
+    with pytest.warns(AvaInputWarning, match=r"outside the label map \(ids beyond int64, first at line 2"):
+        score(tmp_path, [f"v1,902,{A},1", f"v1,902,{B},99999999999999999999"], [f"v1,902,{A},1,0.9"])
+
+
 def test_input_warnings_point_at_the_callers_line(tmp_path):
     with pytest.warns(AvaInputWarning, match="outside the label map") as record:
         score(tmp_path, [f"v1,902,{A},1"], [f"v1,902,{A},5,0.9"])

@@ -110,7 +110,9 @@ def warn(message: str) -> None:
 
 def _describe_ids(table: AvaTable, mask: np.ndarray) -> str:
     ids = np.unique(table.labels[mask])
-    shown = ", ".join(str(i) for i in ids[:10].tolist()) + (", ..." if len(ids) > 10 else "")
+    # the CSV reader stores ids beyond int64 as int64's minimum, an id no file holds
+    words = ["beyond int64" if i == np.iinfo(np.int64).min else str(i) for i in ids[:10].tolist()]
+    shown = ", ".join(words) + (", ..." if len(ids) > 10 else "")
     where = f", first at line {int(table.lines[np.argmax(mask)])}" if table.lines is not None else ""
     return f"ids {shown}{where}"
 
