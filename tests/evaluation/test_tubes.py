@@ -500,6 +500,8 @@ def test_ground_truth_errors(tmp_path):
         load_groundtruth(write_groundtruth(tmp_path / "b.pkl"), split=0)
     with pytest.raises(UserError, match=r"c.pkl: test video 'v1' has nframes -1; it must be a whole number"):
         load_groundtruth(write_groundtruth(tmp_path / "c.pkl", nframes={"v0": 20, "v1": -1, "t0": 30}))
+    with pytest.raises(UserError, match=r"c.pkl: test video 'v1' has nframes 10{30}; it must be a whole"):
+        load_groundtruth(write_groundtruth(tmp_path / "c.pkl", nframes={"v0": 20, "v1": 10**30, "t0": 30}))
     gaps = {"v0": {0: [np.array([[1, *BOX], [3, *BOX]])]}, "v1": {}, "t0": {}}
     with pytest.raises(UserError, match="consecutive"):
         load_groundtruth(write_groundtruth(tmp_path / "c.pkl", gttubes=gaps))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import math
 import numbers
 import pickle
 import warnings
@@ -141,8 +142,9 @@ def frame_count(data: dict, video: str, path: Path, role: str) -> int:
     where = f"{path}: {role} video {video!r} has nframes {count!r}"
     if isinstance(count, bool) or not isinstance(count, int | float | np.integer | np.floating):
         raise UserError(f"{where}, not a number")
-    if not (np.isfinite(count) and count >= 1 and count == int(count)):
-        raise UserError(f"{where}; it must be a whole number >= 1")
+    # math.isfinite: np.isfinite fails on an int beyond int64 (10**30)
+    if not (math.isfinite(count) and 1 <= count < 2**31 and count == int(count)):
+        raise UserError(f"{where}; it must be a whole number from 1 to 2**31 - 1")
     return int(count)
 
 
