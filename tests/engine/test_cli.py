@@ -275,6 +275,52 @@ def test_sigterm_during_evaluation_saves_the_epoch(tmp_path, config_file, tiny_d
     assert state["global_step"] == 2 and state["eval_pending"]
 
 
+def test_sigterm_stops_any_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    """SIGTERM (`kill`, a job scheduler's time limit) during `evad data synth`: its half-written
+    folder is removed and it ends with 130, as after Ctrl-C, not killed with the folder left behind."""
+    from evad.data.synthetic import simulate_video, writer
+
+    calls = []
+
+    def terminated(*args, **kwargs):
+        if calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler interrupts this
+        calls.append(1)
+        return simulate_video(*args, **kwargs)
+
+    def unhandled(signum, frame):  # without evad's handler the test fails instead of ending pytest
+        raise AssertionError("evad data synth did not handle SIGTERM")
+
+    monkeypatch.setattr(writer, "simulate_video", terminated)
+    original = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        argv = ["data", "synth", "--out", str(tmp_path / "synth"), "--videos", "3", "--size", "64", "80"]
+        assert main([*argv, "--seconds", "4", "--no-progress"]) == 130
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # evad's handler is gone afterwards
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert capsys.readouterr().err == "evad: interrupted\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_the_parser_is_built_is_one_line(capsys, monkeypatch):
+    """The sub-commands' modules take 0.1 s to import before any command runs: Ctrl-C there is
+    "interrupted" and 130 too, not a traceback."""
+    import evad.cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evad.cli, "build_parser", interrupted)
+    try:
+        code = main(["flops", "--model", "tiny"])
+    except KeyboardInterrupt:  # not raised on: it would end pytest
+        pytest.fail("Ctrl-C while the parser was built escaped evad.cli.main")
+    assert code == 130
+    assert capsys.readouterr().err == "evad: interrupted\n"
+
+
 @pytest.mark.parametrize(
     ("error", "line"),
     [

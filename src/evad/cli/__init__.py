@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from evad.errors import UserError
@@ -70,7 +72,31 @@ def _unrecognized(parser: argparse.ArgumentParser, argv: list[str], extra: list[
     command.error(message)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (what torchrun, SLURM, Kubernetes and `kill` send) stops a command as Ctrl-C does, so
+    # that its temporary files are removed and an evaluation under way in training saves its epoch.
+    main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while the parser is built, before any command runs
+        return _interrupted()
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _interrupted() -> int:
+    if process_rank() == 0:  # Ctrl-C reaches every process of a torchrun job
+        sys.stderr.write("evad: interrupted\n")
+    return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may sit between options (`train --config X a=1 --resume auto b=2`);
@@ -85,10 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (err.every_process and process_rank() != 0):
             sys.stderr.write(f"evad: error: {err}\n")  # one write: other processes' lines stay whole
         return 2
-    except KeyboardInterrupt:
-        if process_rank() == 0:  # Ctrl-C reaches every process of a torchrun job
-            sys.stderr.write("evad: interrupted\n")
-        return 130
     except BrokenPipeError:
         # The reader of the output went away (`evad ... | head`): stop quietly, as Unix tools do,
         # and let nothing else write into the closed pipe at exit.

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,10 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     from evad.cli import process_rank
     from evad.config import load_config
@@ -51,19 +45,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="evad: %(message)s", stream=sys.stderr)
     with raised_alike_by_every_process():
         config = load_config(args.config, args.overrides)
-    # SIGTERM (what torchrun, SLURM and Kubernetes send) stops training as Ctrl-C does, so that an
-    # evaluation under way saves its epoch first.
-    main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    # SIGTERM stops training as Ctrl-C does (`evad.cli.main`): an evaluation under way saves its epoch.
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     except FloatingPointError as err:  # raised by every process alike
         if process_rank() == 0:
             print(f"evad: error: {err}", file=sys.stderr)
         return 1
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
     if process_rank() == 0:
         best = result["best_metric"]
         shown = "n/a (no evaluation)" if best is None else f"{100 * best:.2f}"
