@@ -321,6 +321,22 @@ def test_ctrl_c_while_the_parser_is_built_is_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err == "evad: interrupted\n"
 
 
+def test_a_dataloader_worker_ended_by_the_same_sigterm_is_the_interruption(capsys, monkeypatch):
+    """SIGTERM to a whole job also ends its DataLoader workers; PyTorch's SIGCHLD handler then raises
+    "worker is killed by signal" while the KeyboardInterrupt unwinds: one line, not a traceback."""
+    import evad.cli.flops
+
+    def terminated(args):
+        try:
+            raise KeyboardInterrupt  # what evad's SIGTERM handler raises
+        except KeyboardInterrupt:
+            raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Terminated. ") from None
+
+    monkeypatch.setattr(evad.cli.flops, "run", terminated)
+    assert main(["flops", "--model", "tiny"]) == 130
+    assert capsys.readouterr().err == "evad: interrupted\n"
+
+
 @pytest.mark.parametrize(
     ("error", "line"),
     [

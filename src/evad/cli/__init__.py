@@ -85,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:  # also while the parser is built, before any command runs
         return _interrupted()
+    except RuntimeError as err:
+        # SIGTERM to a whole job (SLURM, `kill -TERM -PGID`) also ends its DataLoader workers, and
+        # PyTorch's SIGCHLD handler raises "worker is killed by signal" while the interruption unwinds.
+        if not _raised_while_interrupted(err):
+            raise
+        return _interrupted()
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
@@ -94,6 +100,16 @@ def _interrupted() -> int:
     if process_rank() == 0:  # Ctrl-C reaches every process of a torchrun job
         sys.stderr.write("evad: interrupted\n")
     return 130
+
+
+def _raised_while_interrupted(err: BaseException) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__context__
+    return False
 
 
 def _main(argv: Sequence[str] | None) -> int:
