@@ -117,3 +117,12 @@ def test_color_jitter_changes_the_whole_clip_alike_and_leaves_boxes() -> None:
     assert not torch.allclose(a, c)
     with pytest.raises(ValueError, match="color_jitter"):
         ClipTransform((32,), color_jitter=1.5)
+
+
+def test_boxes_scale_by_each_axis_own_ratio() -> None:
+    # 30 x 50 -> short side 20: 20 x 33 (33.3 rounded), so x scales by 33/50 and y by 20/30; a box
+    # covering the whole frame covers the whole resized frame.
+    frames = np.zeros((T, 30, 50, 3), dtype=np.uint8)
+    _, out, size = ClipTransform((20,), **RAW)(frames, np.array([[0.0, 0.0, 50.0, 30.0]], np.float32))
+    assert size == (20, 33)
+    np.testing.assert_allclose(out.numpy(), [[0.0, 0.0, 33.0, 20.0]], rtol=1e-6)

@@ -680,3 +680,23 @@ def test_groundtruth_on_frames_the_video_lacks_warns_and_counts_as_missed(tmp_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_groundtruth(write_groundtruth(tmp_path / "clean.pkl"))
+
+
+def test_link_iou_of_exactly_0_5_links():
+    """SPEC section 11: a tube takes a box with IoU >= 0.5 to its last box. The track alternates
+    between a 100 x 100 box and its upper half (IoU 5000 / 10000 = 0.5 with the +1 rule)."""
+    half = (0.0, 0.0, 99.0, 49.0)
+    rows = [(0, f, BOX if f % 2 else half, 0, 0.8) for f in range(1, 21)]
+    assert [(t[0, 0], t[-1, 0]) for t, _ in link(rows)] == [(1, 20)]
+
+
+def test_tube_of_mean_score_exactly_0_005_is_kept():
+    """SPEC section 11: tubes with mean score >= 0.005 are kept. 16 frames: the float32 mean of 16
+    equal scores is that score exactly."""
+    assert len(link(track(0, range(1, 17), BOX, 0, 0.005))) == 1
+
+
+def test_tube_nms_keeps_a_tube_of_iou_exactly_0_3():
+    # Identical boxes on frames 15..20 of 1..20: temporal IoU 6 / 20 = 0.3, not above 0.3.
+    tubes = [(tube(1, 20, BOX), np.float32(0.9)), (tube(15, 20, BOX), np.float32(0.8))]
+    assert tube_nms(tubes) == [0, 1]

@@ -149,3 +149,31 @@ def test_non_finite_predictions_are_matched_last_instead_of_raising() -> None:
     outputs["pred_boxes"].fill_(float("nan"))
     [(pred, tgt)] = HungarianMatcher()(outputs, targets)
     assert len(pred) == len(tgt) == 1
+
+
+def test_giou_cost_alone_decides_the_match() -> None:
+    # Query 0 does not overlap the target (GIoU -0.5), query 1 covers half of it (GIoU 0.5): with
+    # only the GIoU term weighted, query 1 must be matched.
+    outputs = one_image(
+        logits=[[0.0, 0.0]] * 2,
+        boxes=[[20.0, 0.0, 30.0, 10.0], [0.0, 0.0, 5.0, 10.0]],
+        height=100,
+        width=100,
+    )
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]])}]
+    [(pred, tgt)] = HungarianMatcher(cost_class=0.0, cost_bbox=0.0, cost_giou=1.0)(outputs, targets)
+    assert pred.tolist() == [1] and tgt.tolist() == [0]
+
+
+def test_box_cost_is_the_l1_distance_not_the_euclidean_one() -> None:
+    # Target (0, 0, 20, 20) in a 100 x 100 image. Query 0 is 3 px off on every coordinate
+    # (L1 0.12, L2 0.06), query 1 is 10 px off on x1 only (L1 0.10, L2 0.10): L1 prefers query 1.
+    outputs = one_image(
+        logits=[[0.0, 0.0]] * 2,
+        boxes=[[3.0, 3.0, 23.0, 23.0], [10.0, 0.0, 20.0, 20.0]],
+        height=100,
+        width=100,
+    )
+    targets = [{"boxes": torch.tensor([[0.0, 0.0, 20.0, 20.0]])}]
+    [(pred, _)] = HungarianMatcher(cost_class=0.0, cost_bbox=1.0, cost_giou=0.0)(outputs, targets)
+    assert pred.tolist() == [1]

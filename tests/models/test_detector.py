@@ -1,5 +1,7 @@
 """The assembled detector: output contract, learning on one batch, gradients, post-processing."""
 
+import math
+
 import pytest
 import torch
 
@@ -272,3 +274,27 @@ def test_a_patch_size_the_pyramid_cannot_use_is_refused():
     model = evad.create_model("tiny", num_classes=NUM_CLASSES, patch_size=8).eval()
     with pytest.raises(ValueError, match="multiples of the patch size 8 and at least 32, got 16x64"):
         model(torch.zeros(1, 3, 16, 16, 64))
+
+
+def test_box_deltas_decode_with_weights_2_2_1_1_and_the_size_clamp():
+    """SPEC section 3: Faster R-CNN decoding with weights (2, 2, 1, 1), dw/dh clamped at log(100000/16)."""
+    stage = evad.create_model("tiny", num_classes=NUM_CLASSES).localization.stages[0]
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 20.0]])  # centre (5, 10), size 10 x 20
+    # dx = 2 / 2 = 1 width, dy = 2 / 2 = 1 height, width x 2, height x 1
+    deltas = torch.tensor([[2.0, 2.0, math.log(2.0), 0.0]])
+    assert stage.apply_deltas(deltas, boxes)[0].tolist() == pytest.approx([5.0, 20.0, 25.0, 40.0])
+    # A huge dw / dh is clamped: the 16-pixel box grows to exp(log(100000 / 16)) x 16 = 100000 pixels.
+    square = torch.tensor([[0.0, 0.0, 16.0, 16.0]])
+    decoded = stage.apply_deltas(torch.tensor([[0.0, 0.0, 50.0, 50.0]]), square)
+    assert (decoded[0, 2:] - decoded[0, :2]).tolist() == pytest.approx([100000.0, 100000.0], rel=1e-5)
+
+
+def test_postprocess_keeps_a_person_probability_equal_to_the_threshold():
+    """SPEC section 3: boxes with score >= threshold are kept."""
+    outputs = {
+        "pred_logits": torch.tensor([[[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]]),  # person .5, .95, .05
+        "pred_boxes": torch.tensor([[[0.0, 0.0, 8.0, 8.0]] * 3]),
+        "action_logits": torch.zeros(1, 3, 2),
+        "image_sizes": torch.tensor([[64.0, 64.0]]),
+    }
+    assert evad.PostProcess(0.5)(outputs)[0].query_indices.tolist() == [0, 1]

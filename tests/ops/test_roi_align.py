@@ -285,3 +285,17 @@ def test_roi_align_per_image_matches_reference():
     assert out.shape == (2, 4, 3, 3, 2)
     expected = reference_roi_align(input, rois, (3, 2), 0.5, 2, True)
     torch.testing.assert_close(out.flatten(0, 1), torch.as_tensor(expected), rtol=1e-10, atol=1e-10)
+
+
+def test_multi_scale_roi_align_defaults_to_half_pixel_alignment_and_two_samples():
+    """The localization stages call it with its defaults: aligned=True and sampling ratio 2 (SPEC 8b).
+    On a level-2 map whose value is the squared column index, the box (0, 0, 32, 32) covers cells
+    [-0.5, 7.5] after the half-pixel shift: one bin samples columns 1.5 and 5.5, i.e.
+    (1 + 4) / 2 and (25 + 36) / 2, mean 16.5 (legacy alignment: columns 2 and 6, mean 20; one
+    sample: column 3.5, 12.5)."""
+    features = [
+        (torch.arange(64 // 2**lvl).float() ** 2).expand(1, 1, 64 // 2**lvl, -1).clone()
+        for lvl in range(2, 6)
+    ]
+    out = multi_scale_roi_align(features, [torch.tensor([[0.0, 0.0, 32.0, 32.0]])], 1, use_torchvision=False)
+    assert out.flatten().tolist() == pytest.approx([16.5])
